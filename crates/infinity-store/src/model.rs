@@ -1,0 +1,152 @@
+//! Rows as the storage tier returns them, independent of any viewer.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Id;
+
+/// A user account, with the password hash that only login needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: Id,
+    pub username: String,
+    /// Lower-cased at registration, so lookups ignore case.
+    pub email: String,
+    /// An Argon2id hash in PHC string format.
+    pub password_hash: String,
+    pub bio: String,
+    pub image: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The public part of a user, shared by every viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    pub id: Id,
+    pub username: String,
+    pub bio: String,
+    pub image: String,
+}
+
+impl From<&UserRecord> for ProfileRecord {
+    fn from(user: &UserRecord) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            bio: user.bio.clone(),
+            image: user.image.clone(),
+        }
+    }
+}
+
+/// An article without its author's profile or any viewer's flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArticleRecord {
+    pub id: Id,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    pub body: String,
+    /// Sorted, without duplicates.
+    pub tags: Vec<String>,
+    pub author_id: Id,
+    pub favorites_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentRecord {
+    pub id: Id,
+    pub article_id: Id,
+    pub author_id: Id,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A server-side login session. The token itself is never stored, only its
+/// SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token_digest: String,
+    pub user_id: Id,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Fields of a new account, already validated.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// Changes to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
+
+/// Fields of a new article, already validated.
+#[derive(Debug, Clone)]
+pub struct NewArticle {
+    pub title: String,
+    pub description: String,
+    pub body: String,
+    pub tags: Vec<String>,
+}
+
+/// Changes to an article; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ArticleChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// Filters of the article list. Usernames that match no user give an empty
+/// page, not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ArticleFilter {
+    pub tag: Option<String>,
+    pub author: Option<String>,
+    pub favorited_by: Option<String>,
+}
+
+impl ArticleFilter {
+    pub fn is_empty(&self) -> bool {
+        self.tag.is_none() && self.author.is_none() && self.favorited_by.is_none()
+    }
+}
+
+/// A page of a newest-first list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// One page of articles and the count of all that match the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArticlePage {
+    pub articles: Vec<ArticleRecord>,
+    pub total: u64,
+}
+
+/// A background job to enqueue in the same transaction as the write that
+/// causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The handler's name, such as `email.welcome`.
+    pub kind: String,
+    /// Handler input as JSON.
+    pub payload: serde_json::Value,
+}
