@@ -28,6 +28,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Connection pools as (name, open connections, idle connections), for
+    /// `/metrics`.
+    fn pool_usage(&self) -> Vec<(&'static str, u32, usize)>;
+
     /// Inserts a user, failing with [`StoreError::Taken`] on a username or
     /// e-mail address already in use.
     async fn create_user(&self, user: NewUser, jobs: Vec<NewJob>) -> StoreResult<UserRecord>;
@@ -70,8 +74,12 @@ pub trait Store: Send + Sync + 'static {
     /// Tags in use, most used first, at most `limit`.
     async fn tags(&self, limit: u32) -> StoreResult<Vec<String>>;
 
-    async fn add_comment(&self, article: Id, author: Id, body: String)
-        -> StoreResult<CommentRecord>;
+    async fn add_comment(
+        &self,
+        article: Id,
+        author: Id,
+        body: String,
+    ) -> StoreResult<CommentRecord>;
     /// An article's comments, oldest first.
     async fn comments(&self, article: Id) -> StoreResult<Vec<CommentRecord>>;
     async fn comment_by_id(&self, id: Id) -> StoreResult<Option<CommentRecord>>;

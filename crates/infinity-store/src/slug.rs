@@ -48,7 +48,10 @@ mod tests {
 
     #[test]
     fn stem_of_latin_title() {
-        assert_eq!(stem("How to Train Your Dragon!"), "how-to-train-your-dragon");
+        assert_eq!(
+            stem("How to Train Your Dragon!"),
+            "how-to-train-your-dragon"
+        );
     }
 
     #[test]

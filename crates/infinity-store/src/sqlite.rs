@@ -96,14 +96,6 @@ impl SqliteStore {
         &self.ids
     }
 
-    /// Connections in use and idle, per pool, for `/metrics`.
-    pub fn pool_usage(&self) -> [(&'static str, u32, usize); 2] {
-        [
-            ("read", self.reader.size(), self.reader.num_idle()),
-            ("write", self.writer.size(), self.writer.num_idle()),
-        ]
-    }
-
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin().await?)
     }
@@ -297,6 +289,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_usage(&self) -> Vec<(&'static str, u32, usize)> {
+        vec![
+            ("read", self.reader.size(), self.reader.num_idle()),
+            ("write", self.writer.size(), self.writer.num_idle()),
+        ]
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         count_query("ping");
         sqlx::query("SELECT 1").execute(&self.reader).await?;
@@ -355,10 +354,12 @@ impl Store for SqliteStore {
 
     async fn user_id_by_username(&self, username: &str) -> StoreResult<Option<Id>> {
         count_query("user_id_by_username");
-        Ok(sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<UserRecord> {
@@ -442,10 +443,12 @@ impl Store for SqliteStore {
 
     async fn following_ids(&self, follower: Id) -> StoreResult<Vec<Id>> {
         count_query("following_ids");
-        Ok(sqlx::query_scalar("SELECT target_id FROM following WHERE user_id = ?")
-            .bind(follower)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT target_id FROM following WHERE user_id = ?")
+                .bind(follower)
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     async fn favorite(&self, user: Id, article: Id) -> StoreResult<bool> {
@@ -501,10 +504,12 @@ impl Store for SqliteStore {
 
     async fn favorited_ids(&self, user: Id) -> StoreResult<Vec<Id>> {
         count_query("favorited_ids");
-        Ok(sqlx::query_scalar("SELECT article_id FROM favorites WHERE user_id = ?")
-            .bind(user)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT article_id FROM favorites WHERE user_id = ?")
+                .bind(user)
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     async fn create_article(&self, author: Id, article: NewArticle) -> StoreResult<ArticleRecord> {
@@ -557,10 +562,12 @@ impl Store for SqliteStore {
 
     async fn article_by_id(&self, id: Id) -> StoreResult<Option<ArticleRecord>> {
         count_query("article_by_id");
-        let row = sqlx::query(&format!("SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
         row.as_ref().map(article_from_row).transpose()
     }
 
@@ -622,7 +629,8 @@ impl Store for SqliteStore {
         push_article_filter(&mut count, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
 
-        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {ARTICLE_COLUMNS} FROM articles a"));
+        let mut select =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ARTICLE_COLUMNS} FROM articles a"));
         push_article_filter(&mut select, filter);
         select
             .push(" ORDER BY a.id DESC LIMIT ")
@@ -631,7 +639,10 @@ impl Store for SqliteStore {
             .push_bind(i64::from(page.offset));
         let rows = select.build().fetch_all(&self.reader).await?;
         Ok(ArticlePage {
-            articles: rows.iter().map(article_from_row).collect::<StoreResult<_>>()?,
+            articles: rows
+                .iter()
+                .map(article_from_row)
+                .collect::<StoreResult<_>>()?,
             total: total as u64,
         })
     }
@@ -656,7 +667,10 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         Ok(ArticlePage {
-            articles: rows.iter().map(article_from_row).collect::<StoreResult<_>>()?,
+            articles: rows
+                .iter()
+                .map(article_from_row)
+                .collect::<StoreResult<_>>()?,
             total: total as u64,
         })
     }

@@ -1,1 +1,64 @@
-fn main() {}
+//! The `infinity` executable: parses the command line and runs a role.
+
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "infinity",
+    version,
+    about = "A social photo-blogging service that scales by configuration",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// With no subcommand, `infinity` runs `serve` with these flags.
+    #[command(flatten)]
+    serve: ServeArgs,
+
+    /// Log format: text or json
+    #[arg(long, global = true, env = "INFINITY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole service in one process (the default)
+    Serve(ServeArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_env("INFINITY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => match args.resolve() {
+            Ok(settings) => serve::run(settings).await,
+            Err(error) => Err(error),
+        },
+    };
+    if let Err(error) = result {
+        eprintln!("infinity: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,142 @@
+//! Infinity's HTTP API: the RealWorld "Conduit" API under `/api`, Infinity's
+//! additions, and the operational endpoints every role exposes.
+
+mod articles;
+pub mod auth;
+mod comments;
+pub mod error;
+mod extract;
+pub mod ops;
+mod profiles;
+pub mod ratelimit;
+pub mod reads;
+pub mod telemetry;
+mod users;
+pub mod validate;
+pub mod views;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderName, Method};
+use axum::routing::get;
+use axum::{Json, Router};
+use infinity_store::{SessionStore, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::error::ApiResult;
+use crate::ratelimit::{LoginLimiter, LoginQuota};
+use crate::reads::{CacheSettings, Reads};
+
+/// Settings of the API role.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    pub login_per_account: LoginQuota,
+    pub login_per_address: LoginQuota,
+    pub cache: CacheSettings,
+    /// The largest JSON request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_per_account: LoginQuota {
+                burst: 10,
+                per_minute: 10,
+            },
+            login_per_address: LoginQuota {
+                burst: 100,
+                per_minute: 100,
+            },
+            cache: CacheSettings::default(),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What every handler shares. Cloning is cheap.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub reads: Reads,
+    pub limiter: LoginLimiter,
+    pub config: ApiConfig,
+    pub metrics: PrometheusHandle,
+    /// Set when shutdown begins, so `/readyz` fails before the listener
+    /// closes and a load balancer stops sending requests.
+    pub draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, sessions: Arc<dyn SessionStore>, config: ApiConfig) -> Self {
+        let limiter = LoginLimiter::new(config.login_per_account, config.login_per_address);
+        Self(Arc::new(Shared {
+            reads: Reads::new(store, sessions, &config.cache),
+            limiter,
+            config,
+            metrics: telemetry::prometheus(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// Builds the whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(users::router())
+        .merge(profiles::router())
+        .merge(articles::router())
+        .merge(comments::router())
+        .route("/tags", get(tags))
+        .fallback(not_found);
+
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            telemetry::REQUEST_ID,
+        ])
+        .expose_headers([header::RETRY_AFTER, telemetry::REQUEST_ID])
+        .max_age(Duration::from_secs(3600));
+
+    let router = Router::new()
+        .nest("/api", api)
+        .merge(ops::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(telemetry::record_metrics))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::new())
+        .layer(cors)
+        .with_state(state);
+    telemetry::layers(router)
+}
+
+/// `GET /api/tags`: tags in use, most used first.
+async fn tags(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "tags": state.reads.tags().await? })))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::NotFound("route")
+}

@@ -1,0 +1,79 @@
+//! Operational endpoints: liveness, readiness, metrics and the OpenAPI
+//! document.
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+/// Infinity's OpenAPI document: the RealWorld specification plus Infinity's
+/// additions, in YAML as maintained, served as JSON.
+const OPENAPI_YAML: &str = include_str!("../openapi.yml");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+}
+
+/// The OpenAPI document as JSON, parsed once.
+pub fn openapi_document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        serde_yaml::from_str(OPENAPI_YAML).expect("the embedded OpenAPI document is valid YAML")
+    })
+}
+
+/// The process is alive.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The process can serve: its database answers and it is not shutting down.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.reads.store();
+    let database = match store.ping().await {
+        Ok(()) => json!({ "engine": store.engine(), "status": "up" }),
+        Err(error) => {
+            json!({ "engine": store.engine(), "status": "down", "error": error.to_string() })
+        }
+    };
+    let draining = state.draining.load(Ordering::SeqCst);
+    let ready = database["status"] == "up" && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else if draining { "draining" } else { "unavailable" },
+        "checks": { "database": database },
+    });
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for (pool, size, idle) in state.reads.store().pool_usage() {
+        metrics::gauge!("infinity_db_pool_connections", "pool" => pool, "state" => "open")
+            .set(f64::from(size));
+        metrics::gauge!("infinity_db_pool_connections", "pool" => pool, "state" => "idle")
+            .set(idle as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document().clone())
+}

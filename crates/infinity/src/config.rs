@@ -1,0 +1,265 @@
+//! Settings of `infinity serve`: command-line flags, `INFINITY_*`
+//! environment variables and an optional TOML file, in that order of
+//! precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./infinity-data";
+pub const DEFAULT_CONFIG_FILE: &str = "infinity.toml";
+
+/// Flags shared by the roles that serve HTTP.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "INFINITY_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Folder for the database, media and outbox [default: ./infinity-data]
+    #[arg(long, env = "INFINITY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL: sqlite:PATH [default: sqlite:DATA_DIR/infinity.db]
+    #[arg(long, env = "INFINITY_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+
+    /// TOML settings file [default: ./infinity.toml when it exists]
+    #[arg(long, env = "INFINITY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Seconds between failing /readyz and closing the listener at shutdown,
+    /// so a load balancer can take the node out of rotation first [default: 0]
+    #[arg(long, env = "INFINITY_DRAIN_SECONDS", value_name = "SECONDS")]
+    pub drain_seconds: Option<u64>,
+}
+
+/// The TOML file's keys; every one is optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    drain_seconds: Option<u64>,
+    cache_entries: Option<u64>,
+    cache_ttl_seconds: Option<u64>,
+    session_days: Option<u64>,
+    login_attempts_per_minute_per_account: Option<u32>,
+    login_attempts_per_minute_per_address: Option<u32>,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => format!("sqlite ({})", path.display()),
+        }
+    }
+}
+
+/// Settings after merging every source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub drain: Duration,
+    pub api: infinity_api::ApiConfig,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`), the TOML file and
+    /// the defaults. An invalid value fails with a message naming the setting.
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let file = self.load_file()?;
+        let listen = match (self.listen, &file.listen) {
+            (Some(listen), _) => listen,
+            (None, Some(text)) => text.parse().with_context(|| {
+                format!("invalid listen = {text:?} in the settings file: expected ADDR:PORT")
+            })?,
+            (None, None) => DEFAULT_LISTEN.parse().expect("the default address parses"),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database = match self.database.as_ref().or(file.database.as_ref()) {
+            Some(url) => parse_database(url)?,
+            None => Database::Sqlite(data_dir.join("infinity.db")),
+        };
+        let mut api = infinity_api::ApiConfig::default();
+        if let Some(entries) = file.cache_entries {
+            api.cache.entries = entries;
+        }
+        if let Some(seconds) = file.cache_ttl_seconds {
+            if seconds == 0 {
+                bail!("invalid cache_ttl_seconds = 0 in the settings file: must be at least 1");
+            }
+            api.cache.ttl = Duration::from_secs(seconds);
+        }
+        if let Some(days) = file.session_days {
+            if days == 0 {
+                bail!("invalid session_days = 0 in the settings file: must be at least 1");
+            }
+            api.session_ttl = Duration::from_secs(days * 24 * 3600);
+        }
+        if let Some(rate) = file.login_attempts_per_minute_per_account {
+            api.login_per_account.per_minute = rate;
+            api.login_per_account.burst = rate;
+        }
+        if let Some(rate) = file.login_attempts_per_minute_per_address {
+            api.login_per_address.per_minute = rate;
+            api.login_per_address.burst = rate;
+        }
+        Ok(Settings {
+            listen,
+            data_dir,
+            database,
+            drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(0)),
+            api,
+        })
+    }
+
+    fn load_file(&self) -> anyhow::Result<FileSettings> {
+        let (path, required) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        if !required && !path.exists() {
+            return Ok(FileSettings::default());
+        }
+        read_file(&path)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let message = e.message().to_string();
+        anyhow::anyhow!("invalid settings file {}: {message}", path.display())
+    })
+}
+
+/// Parses `sqlite:PATH`, `sqlite://PATH` or a bare path.
+pub fn parse_database(url: &str) -> anyhow::Result<Database> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            bail!("invalid database {url:?}: sqlite: needs a file path, as in sqlite:./infinity-data/infinity.db");
+        }
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!(
+            "invalid database {url:?}: this build of Infinity supports only SQLite (sqlite:PATH)"
+        );
+    }
+    if url.contains("://") {
+        bail!("invalid database {url:?}: expected sqlite:PATH");
+    }
+    Ok(Database::Sqlite(PathBuf::from(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database("sqlite:a.db").unwrap(),
+            Database::Sqlite("a.db".into())
+        );
+        assert_eq!(
+            parse_database("sqlite:///tmp/a.db").unwrap(),
+            Database::Sqlite("/tmp/a.db".into())
+        );
+        assert_eq!(
+            parse_database("b.db").unwrap(),
+            Database::Sqlite("b.db".into())
+        );
+        assert!(parse_database("postgres://x/y").is_err());
+        assert!(parse_database("sqlite:").is_err());
+        assert!(parse_database("mysql://x").is_err());
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let args = ServeArgs {
+            config: None,
+            ..Default::default()
+        };
+        // Tests run in the crate's folder, which holds no infinity.toml.
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(
+            settings.database,
+            Database::Sqlite(PathBuf::from(DEFAULT_DATA_DIR).join("infinity.db"))
+        );
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("infinity.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/x\"\ncache_entries = 7\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(settings.data_dir, PathBuf::from("/srv/x"));
+        assert_eq!(settings.api.cache.entries, 7);
+
+        args.listen = Some("127.0.0.1:9100".parse().unwrap());
+        assert_eq!(args.resolve().unwrap().listen.to_string(), "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn bad_file_values_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
+        assert!(args.resolve().unwrap_err().to_string().contains("listen"));
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        assert!(args.resolve().unwrap_err().to_string().contains("lisen"));
+        std::fs::write(&path, "cache_ttl_seconds = 0\n").unwrap();
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("cache_ttl_seconds"));
+        let missing = ServeArgs {
+            config: Some(dir.path().join("absent.toml")),
+            ..Default::default()
+        };
+        assert!(missing
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("absent.toml"));
+    }
+}
