@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run the whole service in one process (the default)
     Serve(ServeArgs),
+    /// Seed a realistic population on a running service and measure it
+    /// under a read-heavy mix
+    Load(infinity_load::LoadArgs),
 }
 
 fn init_logging(format: &str) {
@@ -56,6 +59,7 @@ async fn main() {
             Ok(settings) => serve::run(settings).await,
             Err(error) => Err(error),
         },
+        Command::Load(args) => infinity_load::run(args).await.map(|_| ()),
     };
     if let Err(error) = result {
         eprintln!("infinity: {error:#}");

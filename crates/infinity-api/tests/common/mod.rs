@@ -1,0 +1,258 @@
+//! A private Infinity API on a free loopback port, a client that checks
+//! every response body against the service's own OpenAPI document, and
+//! helpers for the common set-up steps.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use infinity_api::{app, ops::openapi_document, ApiConfig, AppState};
+use infinity_store::{SqliteOptions, SqliteStore};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<SqliteStore>,
+    _data: TempDir,
+}
+
+/// A response: status, body as JSON (`Null` when empty) and headers.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(ApiConfig::default()).await
+    }
+
+    pub async fn start_with(config: ApiConfig) -> Self {
+        let data = tempfile::tempdir().expect("temporary folder");
+        let store = Arc::new(
+            SqliteStore::open(&data.path().join("test.db"), SqliteOptions::default())
+                .await
+                .expect("open the test database"),
+        );
+        let state = AppState::new(store.clone(), store.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            base: format!("http://{address}"),
+            client: reqwest::Client::new(),
+            store,
+            _data: data,
+        }
+    }
+
+    /// Sends a request to `/api{path}` and checks the reply against the
+    /// OpenAPI document's schema for that operation and status.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.client.request(method.clone(), format!("{}/api{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Token {token}"));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = self.send(request).await;
+        check_schema(&method, path, &reply);
+        reply
+    }
+
+    /// Sends a raw request without any schema check.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("read the body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{status} body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Reply { status, body, headers }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    /// Registers `name` (e-mail `name@example.com`, password `password-<name>`)
+    /// and returns the token.
+    pub async fn register(&self, name: &str) -> String {
+        let reply = self
+            .post(
+                "/users",
+                None,
+                json!({"user": {"username": name, "email": format!("{name}@example.com"), "password": format!("password-{name}")}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "register {name}: {}", reply.body);
+        reply.body["user"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// Sends `body` as raw bytes with a JSON content type to `/api{path}` and
+    /// checks the reply against the document, like [`TestServer::call`].
+    pub async fn call_raw(&self, method: Method, path: &str, token: Option<&str>, body: &str) -> Reply {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}/api{path}", self.base))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Token {token}"));
+        }
+        let reply = self.send(request).await;
+        check_schema(&method, path, &reply);
+        reply
+    }
+
+    /// Logs in with an e-mail address and password and returns the reply.
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post("/users/login", None, json!({"user": {"email": email, "password": password}}))
+            .await
+    }
+
+    /// Creates an article and returns its slug.
+    pub async fn article(&self, token: &str, title: &str, tags: &[&str]) -> String {
+        let reply = self
+            .post(
+                "/articles",
+                Some(token),
+                json!({"article": {"title": title, "description": "about it", "body": "the text", "tagList": tags}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create {title}: {}", reply.body);
+        reply.body["article"]["slug"].as_str().unwrap().to_string()
+    }
+}
+
+/// Asserts that a 4xx body is the RealWorld error body and that one of its
+/// messages contains `needle`.
+pub fn assert_error(reply: &Reply, status: u16, needle: &str) {
+    assert_eq!(reply.status.as_u16(), status, "body: {}", reply.body);
+    let messages = reply.body["errors"]["body"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors.body in {}", reply.body));
+    assert!(
+        messages.iter().any(|m| m.as_str().unwrap_or("").contains(needle)),
+        "no message contains {needle:?}: {messages:?}"
+    );
+}
+
+/// Asserts that `text` is RFC 3339 UTC with milliseconds, such as
+/// `2026-01-01T00:00:00.007Z`.
+pub fn assert_timestamp(text: &Value) {
+    let text = text.as_str().unwrap_or_else(|| panic!("{text} is not a string"));
+    let pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
+    let fits = text.len() == pattern.len()
+        && text.chars().zip(pattern.chars()).all(|(c, p)| match p {
+            'd' => c.is_ascii_digit(),
+            other => c == other,
+        });
+    assert!(fits, "{text:?} is not a timestamp like 2026-01-01T00:00:00.007Z");
+}
+
+/// Returns the slugs of a list reply's articles, in order.
+pub fn slugs(reply: &Reply) -> Vec<String> {
+    reply.body["articles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no articles in {}", reply.body))
+        .iter()
+        .map(|a| a["slug"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Maps a concrete path to the document's path template.
+fn template(path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap();
+    let document = openapi_document();
+    let segments: Vec<&str> = path.split('/').collect();
+    document["paths"].as_object()?.keys().find_map(|candidate| {
+        let parts: Vec<&str> = candidate.split('/').collect();
+        let fits = parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()));
+        // A literal segment beats a parameter: /articles/feed, not /articles/{slug}.
+        let literal = document["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k == path);
+        (fits && (!literal || candidate == path)).then(|| candidate.clone())
+    })
+}
+
+/// Checks a reply against the schema the document gives for its operation
+/// and status; panics when the status is not documented or the body breaks
+/// the schema.
+pub fn check_schema(method: &Method, path: &str, reply: &Reply) {
+    let document = openapi_document();
+    let template = template(path).unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"));
+    let operation = &document["paths"][&template][method.as_str().to_lowercase()];
+    assert!(operation.is_object(), "{method} {template} is not in the OpenAPI document");
+    let mut response = &operation["responses"][reply.status.as_str()];
+    assert!(
+        response.is_object(),
+        "{method} {template} answered {}, which the document does not list: {}",
+        reply.status,
+        reply.body
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        response = &document["components"]["responses"][name];
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        assert!(reply.body.is_null(), "{method} {template} {} has a body: {}", reply.status, reply.body);
+        return;
+    }
+    let validator = validator_for(schema);
+    if let Err(error) = validator.validate(&reply.body) {
+        panic!(
+            "{method} {template} {} breaks the schema: {error} at {}\nbody: {}",
+            reply.status,
+            error.instance_path,
+            reply.body
+        );
+    }
+}
+
+fn validator_for(schema: &Value) -> jsonschema::Validator {
+    static COMPONENTS: OnceLock<Value> = OnceLock::new();
+    let components = COMPONENTS.get_or_init(|| openapi_document()["components"].clone());
+    let root = json!({ "allOf": [schema], "components": components });
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .expect("the document's schemas compile")
+}
