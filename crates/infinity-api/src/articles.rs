@@ -186,8 +186,8 @@ async fn feed(
 ) -> ApiResult<Json<Value>> {
     let page = params.page()?;
     let viewer = state.viewer(Some(auth.id)).await?;
-    let found = state.reads.store().feed(auth.id, page).await?;
-    list_body(&state, &viewer, found.articles, found.total).await
+    let (articles, total) = state.reads.feed(auth.id, page).await?;
+    list_body(&state, &viewer, articles, total).await
 }
 
 /// `GET /api/articles/{slug}`
@@ -228,11 +228,12 @@ async fn create(
         description: description.unwrap(),
         body: body.unwrap(),
         tags: tags.unwrap(),
+        images: Vec::new(),
     };
     let created = state.reads.store().create_article(auth.id, new).await?;
     state
         .reads
-        .article_changed(created.id, &[&created.slug])
+        .article_changed(created.id, created.author_id, &[&created.slug])
         .await;
     tracing::info!(article_id = created.id, slug = %created.slug, "article created");
     let body = article_body(&state, Some(auth.id), created.id).await?;
@@ -283,7 +284,11 @@ async fn update(
         .await?;
     state
         .reads
-        .article_changed(updated.id, &[&article.slug, &updated.slug])
+        .article_changed(
+            updated.id,
+            updated.author_id,
+            &[&article.slug, &updated.slug],
+        )
         .await;
     article_body(&state, Some(auth.id), updated.id).await
 }
@@ -298,7 +303,7 @@ async fn delete(
     state.reads.store().delete_article(article.id).await?;
     state
         .reads
-        .article_changed(article.id, &[&article.slug])
+        .article_changed(article.id, article.author_id, &[&article.slug])
         .await;
     tracing::info!(article_id = article.id, "article deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -6,6 +6,7 @@
 
 mod error;
 pub mod ids;
+mod jobs;
 pub mod model;
 mod slug;
 mod sqlite;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult, UniqueField};
 pub use ids::{Id, IdGenerator};
+pub use jobs::{JobQueue, JobRecord, JobState};
 pub use model::*;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -71,6 +73,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_articles(&self, filter: &ArticleFilter, page: Page) -> StoreResult<ArticlePage>;
     /// A newest-first page of the articles by authors that `user` follows.
     async fn feed(&self, user: Id, page: Page) -> StoreResult<ArticlePage>;
+    /// The identifiers of every article by `author`, newest first.
+    async fn article_ids_by_author(&self, author: Id) -> StoreResult<Vec<Id>>;
     /// Tags in use, most used first, at most `limit`.
     async fn tags(&self, limit: u32) -> StoreResult<Vec<String>>;
 
@@ -84,6 +88,25 @@ pub trait Store: Send + Sync + 'static {
     async fn comments(&self, article: Id) -> StoreResult<Vec<CommentRecord>>;
     async fn comment_by_id(&self, id: Id) -> StoreResult<Option<CommentRecord>>;
     async fn delete_comment(&self, id: Id) -> StoreResult<()>;
+
+    /// Inserts an upload in the `processing` state, with `jobs` in the same
+    /// transaction. The identifier is minted by the store, on the owner's
+    /// shard.
+    async fn create_upload(
+        &self,
+        upload: NewUpload,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<UploadRecord>;
+    async fn upload_by_id(&self, id: Id) -> StoreResult<Option<UploadRecord>>;
+    /// Records the made variants and marks the upload ready.
+    async fn finish_upload(
+        &self,
+        id: Id,
+        variants: Vec<VariantRecord>,
+        note: Option<String>,
+    ) -> StoreResult<()>;
+    /// Marks the upload failed with a reason a user can read.
+    async fn fail_upload(&self, id: Id, error: &str) -> StoreResult<()>;
 }
 
 /// Server-side login sessions, keyed by the SHA-256 digest of the token.

@@ -50,6 +50,8 @@ pub struct ArticleRecord {
     pub body: String,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
+    /// Uploads shown with the article, in order.
+    pub images: Vec<Id>,
     pub author_id: Id,
     pub favorites_count: i64,
     pub created_at: DateTime<Utc>,
@@ -101,6 +103,7 @@ pub struct NewArticle {
     pub description: String,
     pub body: String,
     pub tags: Vec<String>,
+    pub images: Vec<Id>,
 }
 
 /// Changes to an article; `None` leaves a field as it is.
@@ -110,6 +113,7 @@ pub struct ArticleChanges {
     pub description: Option<String>,
     pub body: Option<String>,
     pub tags: Option<Vec<String>>,
+    pub images: Option<Vec<Id>>,
 }
 
 /// Filters of the article list. Usernames that match no user give an empty
@@ -149,4 +153,75 @@ pub struct NewJob {
     pub kind: String,
     /// Handler input as JSON.
     pub payload: serde_json::Value,
+}
+
+/// An uploaded photo and the state of its variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: Id,
+    pub user_id: Id,
+    pub state: UploadState,
+    /// SHA-256 of the original bytes, in hex.
+    pub source_digest: String,
+    pub format: String,
+    /// The displayed size, after the EXIF orientation is applied.
+    pub width: u32,
+    pub height: u32,
+    pub animated: bool,
+    pub variants: Vec<VariantRecord>,
+    /// A remark on the result, such as an animation kept as a still.
+    pub note: Option<String>,
+    /// Why making the variants failed.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadState {
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl UploadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Processing => "processing",
+            UploadState::Ready => "ready",
+            UploadState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            UploadState::Processing,
+            UploadState::Ready,
+            UploadState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// One made variant of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantRecord {
+    /// The longest side requested, which names the variant.
+    pub size: u32,
+    pub width: u32,
+    pub height: u32,
+    pub mime: String,
+}
+
+/// A validated upload whose original is already stored.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub user_id: Id,
+    pub source_digest: String,
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
+    pub animated: bool,
 }

@@ -46,7 +46,7 @@ pub struct SqliteStore {
 }
 
 const ARTICLE_COLUMNS: &str = "a.id, a.author_id, a.slug, a.title, a.description, a.body, \
-     a.tag_list, a.favorites_count, a.created_at, a.updated_at";
+     a.tag_list, a.images, a.favorites_count, a.created_at, a.updated_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies
@@ -101,7 +101,7 @@ impl SqliteStore {
     }
 }
 
-fn count_query(operation: &'static str) {
+pub(crate) fn count_query(operation: &'static str) {
     metrics::counter!("infinity_db_queries_total", "engine" => "sqlite", "operation" => operation)
         .increment(1);
 }
@@ -110,11 +110,11 @@ fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-fn to_ms(time: DateTime<Utc>) -> i64 {
+pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
 }
 
-fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
+pub(crate) fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
 }
 
@@ -150,10 +150,14 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
     })
 }
 
+fn json_column<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+}
+
 fn article_from_row(row: &SqliteRow) -> StoreResult<ArticleRecord> {
-    let tag_list: String = row.try_get("tag_list")?;
-    let tags = serde_json::from_str(&tag_list)
-        .map_err(|e| StoreError::Corrupt(format!("tag_list {tag_list:?}: {e}")))?;
+    let tags = json_column(row, "tag_list")?;
+    let images = json_column(row, "images")?;
     Ok(ArticleRecord {
         id: row.try_get("id")?,
         slug: row.try_get("slug")?,
@@ -161,6 +165,7 @@ fn article_from_row(row: &SqliteRow) -> StoreResult<ArticleRecord> {
         description: row.try_get("description")?,
         body: row.try_get("body")?,
         tags,
+        images,
         author_id: row.try_get("author_id")?,
         favorites_count: row.try_get("favorites_count")?,
         created_at: from_ms(row.try_get("created_at")?)?,
@@ -522,7 +527,7 @@ impl Store for SqliteStore {
         let slug = free_slug(&mut tx, &article.title, id).await?;
         sqlx::query(
             "INSERT INTO articles (id, author_id, slug, title, description, body, tag_list, \
-               created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               images, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(author)
@@ -531,6 +536,7 @@ impl Store for SqliteStore {
         .bind(&article.description)
         .bind(&article.body)
         .bind(serde_json::to_string(&tags).expect("strings serialize"))
+        .bind(serde_json::to_string(&article.images).expect("ids serialize"))
         .bind(to_ms(now))
         .bind(to_ms(now))
         .execute(&mut *tx)
@@ -545,6 +551,7 @@ impl Store for SqliteStore {
             description: article.description,
             body: article.body,
             tags,
+            images: article.images,
             author_id: author,
             favorites_count: 0,
             created_at: now,
@@ -582,6 +589,10 @@ impl Store for SqliteStore {
         let tag_list = tags
             .as_ref()
             .map(|t| serde_json::to_string(t).expect("strings serialize"));
+        let images = changes
+            .images
+            .as_ref()
+            .map(|i| serde_json::to_string(i).expect("ids serialize"));
         let row = sqlx::query(
             "UPDATE articles AS a SET \
                slug = coalesce(?, slug), \
@@ -589,6 +600,7 @@ impl Store for SqliteStore {
                description = coalesce(?, description), \
                body = coalesce(?, body), \
                tag_list = coalesce(?, tag_list), \
+               images = coalesce(?, images), \
                updated_at = ? \
              WHERE id = ? RETURNING *",
         )
@@ -597,6 +609,7 @@ impl Store for SqliteStore {
         .bind(changes.description)
         .bind(changes.body)
         .bind(tag_list)
+        .bind(images)
         .bind(to_ms(now()))
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -673,6 +686,17 @@ impl Store for SqliteStore {
                 .collect::<StoreResult<_>>()?,
             total: total as u64,
         })
+    }
+
+    async fn article_ids_by_author(&self, author: Id) -> StoreResult<Vec<Id>> {
+        count_query("article_ids_by_author");
+        // Reads only the articles_author index (author_id, id).
+        Ok(
+            sqlx::query_scalar("SELECT id FROM articles WHERE author_id = ? ORDER BY id DESC")
+                .bind(author)
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     async fn tags(&self, limit: u32) -> StoreResult<Vec<String>> {
@@ -754,6 +778,108 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+
+    async fn create_upload(
+        &self,
+        upload: NewUpload,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<UploadRecord> {
+        count_query("create_upload");
+        let shard = shard_of(upload.user_id);
+        let id = self.ids.next(shard);
+        let now = to_ms(now());
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO uploads (id, user_id, state, source_digest, format, width, height, \
+               animated, created_at, updated_at) \
+             VALUES (?, ?, 'processing', ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(id)
+        .bind(upload.user_id)
+        .bind(&upload.source_digest)
+        .bind(&upload.format)
+        .bind(i64::from(upload.width))
+        .bind(i64::from(upload.height))
+        .bind(upload.animated)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        enqueue_jobs(&mut tx, &self.ids, shard, jobs).await?;
+        tx.commit().await?;
+        upload_from_row(&row)
+    }
+
+    async fn upload_by_id(&self, id: Id) -> StoreResult<Option<UploadRecord>> {
+        count_query("upload_by_id");
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn finish_upload(
+        &self,
+        id: Id,
+        variants: Vec<VariantRecord>,
+        note: Option<String>,
+    ) -> StoreResult<()> {
+        count_query("finish_upload");
+        let variants = serde_json::to_string(&variants).expect("variants serialize");
+        let updated = sqlx::query(
+            "UPDATE uploads SET state = 'ready', variants = ?, note = ?, error = NULL, \
+               updated_at = ? WHERE id = ?",
+        )
+        .bind(variants)
+        .bind(note)
+        .bind(to_ms(now()))
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn fail_upload(&self, id: Id, error: &str) -> StoreResult<()> {
+        count_query("fail_upload");
+        let updated = sqlx::query(
+            "UPDATE uploads SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(to_ms(now()))
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+fn upload_from_row(row: &SqliteRow) -> StoreResult<UploadRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(UploadRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        state: UploadState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("upload state {state:?}")))?,
+        source_digest: row.try_get("source_digest")?,
+        format: row.try_get("format")?,
+        width: row.try_get::<i64, _>("width")? as u32,
+        height: row.try_get::<i64, _>("height")? as u32,
+        animated: row.try_get("animated")?,
+        variants: json_column(row, "variants")?,
+        note: row.try_get("note")?,
+        error: row.try_get("error")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+    })
 }
 
 #[async_trait]
