@@ -23,9 +23,21 @@ pub enum ApiError {
     /// 404, naming what was not found.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the path exists, but not with this method.
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
     /// 422 with one message per invalid field.
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
+    /// 413: a body or file over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: a file of a kind that is recognised but not supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// 503: a feature this node is not configured for.
+    #[error("{0}")]
+    Unavailable(String),
     /// 429 with the seconds after which a retry may succeed.
     #[error("too many login attempts; retry in {0} seconds")]
     TooManyRequests(u64),
@@ -45,8 +57,12 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -26,6 +26,9 @@ pub fn router() -> Router<AppState> {
         .route("/user/session", axum::routing::delete(logout))
 }
 
+/// The variant a user's image names when it is set from an upload.
+const AVATAR_SIZE: u32 = 640;
+
 #[derive(Deserialize)]
 struct Envelope<T> {
     user: T,
@@ -152,6 +155,12 @@ async fn update_user(
     JsonBody(Envelope { user: update }): JsonBody<Envelope<UserUpdate>>,
 ) -> ApiResult<Json<Value>> {
     let mut problems = Problems::new();
+    // An image may also name one of the user's uploads by id.
+    let image_upload = update
+        .image
+        .as_deref()
+        .and_then(|v| v.trim().parse::<infinity_store::Id>().ok());
+    let image = update.image.filter(|_| image_upload.is_none());
     let mut changes = UserChanges {
         username: update
             .username
@@ -162,9 +171,7 @@ async fn update_user(
         bio: update
             .bio
             .and_then(|v| problems.check(validate::text("bio", &v, 0, validate::MAX_BIO))),
-        image: update
-            .image
-            .and_then(|v| problems.check(validate::image_url(&v))),
+        image: image.and_then(|v| problems.check(validate::image_url(&v))),
         password_hash: None,
     };
     let password = update
@@ -174,12 +181,19 @@ async fn update_user(
         && changes.email.is_none()
         && changes.bio.is_none()
         && changes.image.is_none()
+        && image_upload.is_none()
         && password.is_none();
     if nothing && problems.is_empty() {
         problems.add("user must contain at least one of email, username, password, bio, image");
     }
     problems.into_result()?;
 
+    if let Some(id) = image_upload {
+        let settings = state.uploads()?;
+        let upload = crate::uploads::usable_upload(&state, auth.id, id).await?;
+        let url = crate::uploads::variant_url(settings, &upload.source_digest, AVATAR_SIZE);
+        changes.image = Some(url);
+    }
     let changing_password = password.is_some();
     if let Some(password) = password {
         changes.password_hash = Some(hash_password(password).await?);

@@ -60,6 +60,19 @@ pub struct ArticleView {
     pub favorited: bool,
     pub favorites_count: i64,
     pub author: ProfileView,
+    /// Photos of the article, an Infinity addition; left out when there are
+    /// none, so plain RealWorld clients see the usual shape.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageView>,
+}
+
+#[derive(Serialize)]
+pub struct ImageView {
+    pub id: Id,
+    pub width: u32,
+    pub height: u32,
+    /// Variant URLs by their longest side in pixels.
+    pub urls: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -118,7 +131,9 @@ impl AppState {
         with_body: bool,
     ) -> ApiResult<ArticleView> {
         let author = self.profile_view(viewer, article.author_id).await?;
+        let images = article.images.iter().map(|image| self.image_view(image)).collect();
         Ok(ArticleView {
+            images,
             favorited: viewer.favorited(article.id),
             favorites_count: article.favorites_count,
             slug: article.slug,
@@ -130,6 +145,25 @@ impl AppState {
             updated_at: timestamp(article.updated_at),
             author,
         })
+    }
+
+    fn image_view(&self, image: &infinity_store::ImageRef) -> ImageView {
+        let urls = match &self.uploads {
+            Some(settings) => infinity_jobs::objects::VARIANT_SIZES
+                .iter()
+                .map(|&size| {
+                    let url = crate::uploads::variant_url(settings, &image.digest, size);
+                    (size.to_string(), url)
+                })
+                .collect(),
+            None => Default::default(),
+        };
+        ImageView {
+            id: image.upload_id,
+            width: image.width,
+            height: image.height,
+            urls,
+        }
     }
 
     pub async fn comment_view(

@@ -89,9 +89,11 @@ pub trait Store: Send + Sync + 'static {
     async fn comment_by_id(&self, id: Id) -> StoreResult<Option<CommentRecord>>;
     async fn delete_comment(&self, id: Id) -> StoreResult<()>;
 
+    /// Mints a new identifier on `shard`.
+    fn next_id(&self, shard: u16) -> Id;
+
     /// Inserts an upload in the `processing` state, with `jobs` in the same
-    /// transaction. The identifier is minted by the store, on the owner's
-    /// shard.
+    /// transaction.
     async fn create_upload(
         &self,
         upload: NewUpload,

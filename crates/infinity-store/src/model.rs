@@ -50,8 +50,8 @@ pub struct ArticleRecord {
     pub body: String,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
-    /// Uploads shown with the article, in order.
-    pub images: Vec<Id>,
+    /// Photos shown with the article, in order.
+    pub images: Vec<ImageRef>,
     pub author_id: Id,
     pub favorites_count: i64,
     pub created_at: DateTime<Utc>,
@@ -103,7 +103,7 @@ pub struct NewArticle {
     pub description: String,
     pub body: String,
     pub tags: Vec<String>,
-    pub images: Vec<Id>,
+    pub images: Vec<ImageRef>,
 }
 
 /// Changes to an article; `None` leaves a field as it is.
@@ -113,7 +113,7 @@ pub struct ArticleChanges {
     pub description: Option<String>,
     pub body: Option<String>,
     pub tags: Option<Vec<String>>,
-    pub images: Option<Vec<Id>>,
+    pub images: Option<Vec<ImageRef>>,
 }
 
 /// Filters of the article list. Usernames that match no user give an empty
@@ -153,6 +153,17 @@ pub struct NewJob {
     pub kind: String,
     /// Handler input as JSON.
     pub payload: serde_json::Value,
+}
+
+/// An upload shown with an article. The fields never change after the
+/// upload is accepted, so a copy is kept with the article.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub upload_id: Id,
+    /// SHA-256 of the original, which names its variants.
+    pub digest: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// An uploaded photo and the state of its variants.
@@ -218,6 +229,9 @@ pub struct VariantRecord {
 /// A validated upload whose original is already stored.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
+    /// Minted with [`crate::Store::next_id`] on the owner's shard, so that
+    /// jobs enqueued with the upload can name it.
+    pub id: Id,
     pub user_id: Id,
     pub source_digest: String,
     pub format: String,

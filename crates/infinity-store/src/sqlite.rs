@@ -301,6 +301,10 @@ impl Store for SqliteStore {
         ]
     }
 
+    fn next_id(&self, shard: u16) -> Id {
+        self.ids.next(shard)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         count_query("ping");
         sqlx::query("SELECT 1").execute(&self.reader).await?;
@@ -786,7 +790,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<UploadRecord> {
         count_query("create_upload");
         let shard = shard_of(upload.user_id);
-        let id = self.ids.next(shard);
+        let id = upload.id;
         let now = to_ms(now());
         let mut tx = self.begin().await?;
         let row = sqlx::query(

@@ -1,6 +1,7 @@
 //! The `infinity` executable: parses the command line and runs a role.
 
 mod config;
+mod jobs;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,15 @@ struct Cli {
 enum Command {
     /// Run the whole service in one process (the default)
     Serve(ServeArgs),
+    /// Run the background job workers alone, against the same data as serve
+    Worker(ServeArgs),
+    /// List, retry and discard background jobs
+    Jobs {
+        #[command(flatten)]
+        target: ServeArgs,
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
     /// Seed a realistic population on a running service and measure it
     /// under a read-heavy mix
     Load(infinity_load::LoadArgs),
@@ -50,6 +60,12 @@ fn init_logging(format: &str) {
     }
 }
 
+async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Result<()> {
+    let settings = target.resolve()?;
+    let store = serve::open_store(&settings).await?;
+    jobs::run_command(store.as_ref(), command).await
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -59,6 +75,11 @@ async fn main() {
             Ok(settings) => serve::run(settings).await,
             Err(error) => Err(error),
         },
+        Command::Worker(args) => match args.resolve() {
+            Ok(settings) => serve::run_worker(settings).await,
+            Err(error) => Err(error),
+        },
+        Command::Jobs { target, command } => run_jobs(target, command).await,
         Command::Load(args) => infinity_load::run(args).await.map(|_| ()),
     };
     if let Err(error) = result {

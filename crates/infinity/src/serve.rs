@@ -1,34 +1,62 @@
-//! `infinity serve`: every role in one process.
+//! `infinity serve`: every role in one process; `infinity worker`: the job
+//! workers alone, against the same data.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
+use infinity_jobs::objects::{LocalFolder, ObjectStore};
 use infinity_store::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{Database, Settings};
 
-/// Opens the store, binds the listener, prints the banner and serves until
-/// SIGTERM or SIGINT; then stops accepting, finishes in-flight requests and
-/// returns.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// How long an upload's in-request check may take.
+const UPLOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates the data folder and opens the store.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data folder {}",
             settings.data_dir.display()
         )
     })?;
-    let store = match &settings.database {
-        Database::Sqlite(path) => Arc::new(
+    match &settings.database {
+        Database::Sqlite(path) => Ok(Arc::new(
             SqliteStore::open(path, SqliteOptions::default())
                 .await
                 .with_context(|| format!("cannot open the database {}", path.display()))?,
-        ),
+        )),
+    }
+}
+
+fn objects(settings: &Settings) -> Arc<dyn ObjectStore> {
+    Arc::new(LocalFolder::new(settings.data_dir.join("objects")))
+}
+
+/// Opens the store, binds the listener, prints the banner and serves until
+/// SIGTERM or SIGINT; then fails `/readyz`, stops accepting, finishes
+/// in-flight requests and jobs, and returns.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings).await?;
+    let objects = objects(&settings);
+    let uploads = UploadSettings {
+        objects: objects.clone(),
+        limits: infinity_media::Limits::default(),
+        check_timeout: UPLOAD_CHECK_TIMEOUT,
+        public_url: settings.public_url.clone(),
     };
-    let state = AppState::new(store.clone(), store, settings.api.clone());
+    let state =
+        AppState::new(store.clone(), store.clone(), settings.api.clone()).with_uploads(uploads);
+    let (stop_jobs, jobs_stopped) = watch::channel(false);
+    let workers = crate::jobs::start(&settings, store.clone(), store, objects, jobs_stopped)?;
+
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -56,7 +84,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown)
     .await
     .context("the HTTP server failed")?;
+
+    let _ = stop_jobs.send(true);
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the job workers alone until SIGTERM or SIGINT, then lets each
+/// finish its current job.
+pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings).await?;
+    let (stop, stopped) = watch::channel(false);
+    let Some(workers) =
+        crate::jobs::start(&settings, store.clone(), store, objects(&settings), stopped)?
+    else {
+        anyhow::bail!("invalid --workers 0: a worker process needs at least one");
+    };
+    println!(
+        "Infinity {} worker: {} jobs at once, data folder {}",
+        env!("CARGO_PKG_VERSION"),
+        settings.jobs.workers,
+        settings.data_dir.display()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; finishing current jobs");
+    let _ = stop.send(true);
+    let _ = workers.await;
     Ok(())
 }
 
@@ -66,10 +122,20 @@ fn print_banner(settings: &Settings, address: SocketAddr) {
         env!("CARGO_PKG_VERSION")
     );
     println!("  data folder  {}", settings.data_dir.display());
+    let mail = if settings.jobs.smtp_url.is_some() {
+        "SMTP"
+    } else {
+        "outbox folder"
+    };
+    let workers = match settings.jobs.workers {
+        0 => "none in this process".to_string(),
+        n => format!("{n} in this process"),
+    };
     println!(
-        "  tiers        database {}, cache in-process, sessions in the database",
+        "  tiers        database {}, cache in-process, sessions in the database,",
         settings.database.describe()
     );
+    println!("               jobs embedded queue ({workers}), media local folder, e-mail {mail}");
 }
 
 fn spawn_limiter_cleanup(state: AppState) {
