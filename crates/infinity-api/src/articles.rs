@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use infinity_store::{ArticleChanges, ArticleFilter, ArticleRecord, Id, NewArticle, Page};
+use infinity_store::{
+    ArticleChanges, ArticleFilter, ArticleRecord, Id, ImageRef, NewArticle, Page,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -102,6 +104,9 @@ struct ArticleInput {
     body: String,
     #[serde(default)]
     tag_list: Option<Vec<String>>,
+    /// Upload ids of the photos to show, an Infinity addition.
+    #[serde(default)]
+    images: Option<Vec<Id>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -111,6 +116,34 @@ struct ArticleUpdate {
     description: Option<String>,
     body: Option<String>,
     tag_list: Option<Vec<String>>,
+    images: Option<Vec<Id>>,
+}
+
+/// The most photos one article shows.
+pub const MAX_IMAGES: usize = 20;
+
+/// Resolves upload ids to image references; each upload must be `user`'s
+/// own and not failed.
+async fn image_refs(state: &AppState, user: Id, ids: &[Id]) -> ApiResult<Vec<ImageRef>> {
+    if ids.len() > MAX_IMAGES {
+        return Err(ApiError::invalid(format!(
+            "images has too many uploads (maximum is {MAX_IMAGES})"
+        )));
+    }
+    let mut refs: Vec<ImageRef> = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if refs.iter().any(|r| r.upload_id == id) {
+            continue;
+        }
+        let upload = crate::uploads::usable_upload(state, user, id).await?;
+        refs.push(ImageRef {
+            upload_id: upload.id,
+            digest: upload.source_digest,
+            width: upload.width,
+            height: upload.height,
+        });
+    }
+    Ok(refs)
 }
 
 async fn list_body(
@@ -223,17 +256,18 @@ async fn create(
     let tags = problems.check(validate::tags(article.tag_list.as_deref().unwrap_or(&[])));
     problems.into_result()?;
 
+    let images = image_refs(&state, auth.id, article.images.as_deref().unwrap_or(&[])).await?;
     let new = NewArticle {
         title: title.unwrap(),
         description: description.unwrap(),
         body: body.unwrap(),
         tags: tags.unwrap(),
-        images: Vec::new(),
+        images,
     };
     let created = state.reads.store().create_article(auth.id, new).await?;
     state
         .reads
-        .article_changed(created.id, created.author_id, &[&created.slug])
+        .article_changed(created.id, created.author_id, &[&created.slug], &created.tags)
         .await;
     tracing::info!(article_id = created.id, slug = %created.slug, "article created");
     let body = article_body(&state, Some(auth.id), created.id).await?;
@@ -248,7 +282,7 @@ async fn update(
     JsonBody(Envelope { article: update }): JsonBody<Envelope<ArticleUpdate>>,
 ) -> ApiResult<Json<Value>> {
     let mut problems = Problems::new();
-    let changes = ArticleChanges {
+    let mut changes = ArticleChanges {
         title: update
             .title
             .and_then(|v| problems.check(validate::line("title", &v, 1, validate::MAX_TITLE))),
@@ -266,17 +300,22 @@ async fn update(
         tags: update
             .tag_list
             .and_then(|v| problems.check(validate::tags(&v))),
+        images: None,
     };
     let nothing = changes.title.is_none()
         && changes.description.is_none()
         && changes.body.is_none()
-        && changes.tags.is_none();
+        && changes.tags.is_none()
+        && update.images.is_none();
     if nothing && problems.is_empty() {
         problems.add("article must contain at least one of title, description, body, tagList");
     }
     problems.into_result()?;
 
     let article = own_article(&state, auth.id, &slug).await?;
+    if let Some(ids) = &update.images {
+        changes.images = Some(image_refs(&state, auth.id, ids).await?);
+    }
     let updated = state
         .reads
         .store()
@@ -288,6 +327,7 @@ async fn update(
             updated.id,
             updated.author_id,
             &[&article.slug, &updated.slug],
+            &[article.tags.as_slice(), updated.tags.as_slice()].concat(),
         )
         .await;
     article_body(&state, Some(auth.id), updated.id).await
@@ -301,10 +341,7 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     let article = own_article(&state, auth.id, &slug).await?;
     state.reads.store().delete_article(article.id).await?;
-    state
-        .reads
-        .article_changed(article.id, article.author_id, &[&article.slug])
-        .await;
+    state.reads.article_deleted(&article).await;
     tracing::info!(article_id = article.id, "article deleted");
     Ok(StatusCode::NO_CONTENT)
 }

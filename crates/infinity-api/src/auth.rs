@@ -7,15 +7,40 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 use infinity_store::Id;
+use std::sync::OnceLock;
+
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
+/// Bounds the Argon2 computations that run at once. Each one takes 19 MiB
+/// for tens of milliseconds, so a burst of registrations or logins would
+/// otherwise hold one buffer per request.
+fn hashing_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Semaphore::new(cores)
+    })
+}
+
+/// Runs one Argon2 computation on a blocking thread, waiting for a permit.
+async fn run_argon2<T: Send + 'static>(work: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hashing is shut down: {e}")))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hashing task failed: {e}")))?
+}
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, two
 /// passes), off the async threads because it takes tens of milliseconds.
 pub async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
+    run_argon2(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -23,12 +48,11 @@ pub async fn hash_password(password: String) -> ApiResult<String> {
             .map_err(|e| ApiError::Internal(format!("hashing a password failed: {e}")))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("password hashing task failed: {e}")))?
 }
 
 /// Checks a password against a stored PHC string.
 pub async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
+    run_argon2(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| ApiError::Internal(format!("stored password hash is invalid: {e}")))?;
         Ok(Argon2::default()
@@ -36,7 +60,6 @@ pub async fn verify_password(password: String, hash: String) -> ApiResult<bool> 
             .is_ok())
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("password check task failed: {e}")))?
 }
 
 /// Creates a session token: 32 random bytes, base64url. Returns the token

@@ -46,10 +46,10 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let article = article_id(&state, &slug).await?;
     let viewer = state.viewer(auth.map(|a| a.id)).await?;
-    let comments = state.reads.store().comments(article).await?;
+    let comments = state.reads.comments(article).await?;
     let mut views = Vec::with_capacity(comments.len());
-    for comment in comments {
-        views.push(state.comment_view(&viewer, comment).await?);
+    for comment in comments.iter() {
+        views.push(state.comment_view(&viewer, comment.clone()).await?);
     }
     Ok(Json(json!({ "comments": views })))
 }
@@ -73,6 +73,7 @@ async fn create(
             StoreError::NotFound => ApiError::NotFound("article"),
             other => other.into(),
         })?;
+    state.reads.comments_changed(article).await;
     let viewer = state.viewer(Some(auth.id)).await?;
     let view = state.comment_view(&viewer, created).await?;
     Ok(Json(json!({ "comment": view })))
@@ -99,5 +100,6 @@ async fn remove(
         ));
     }
     state.reads.store().delete_comment(id).await?;
+    state.reads.comments_changed(article).await;
     Ok(StatusCode::NO_CONTENT)
 }

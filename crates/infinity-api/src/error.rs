@@ -47,7 +47,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A 422 with one message.
+    /// Builds a 422 with one message.
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::Invalid(vec![message.into()])
     }

@@ -3,14 +3,17 @@
 
 mod articles;
 pub mod auth;
+mod bench;
 mod comments;
 pub mod error;
 mod extract;
+mod media;
 pub mod ops;
 mod profiles;
 pub mod ratelimit;
 pub mod reads;
 pub mod telemetry;
+pub mod uploads;
 mod users;
 pub mod validate;
 pub mod views;
@@ -43,6 +46,9 @@ pub struct ApiConfig {
     pub cache: CacheSettings,
     /// The largest JSON request body, in bytes.
     pub max_body_bytes: usize,
+    /// Mounts `/bench/bare`, a handler that returns stored bytes, for
+    /// throughput comparisons. Off by default.
+    pub bench_routes: bool,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +65,7 @@ impl Default for ApiConfig {
             },
             cache: CacheSettings::default(),
             max_body_bytes: 1 << 20,
+            bench_routes: false,
         }
     }
 }
@@ -72,6 +79,8 @@ pub struct Shared {
     pub limiter: LoginLimiter,
     pub config: ApiConfig,
     pub metrics: PrometheusHandle,
+    /// Photo uploads and media; `None` on a node that serves neither.
+    pub uploads: Option<uploads::UploadSettings>,
     /// Set when shutdown begins, so `/readyz` fails before the listener
     /// closes and a load balancer stops sending requests.
     pub draining: AtomicBool,
@@ -93,19 +102,42 @@ impl AppState {
             limiter,
             config,
             metrics: telemetry::prometheus(),
+            uploads: None,
             draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Enables photo uploads and media. Call it before the state is shared.
+    pub fn with_uploads(mut self, settings: uploads::UploadSettings) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("with_uploads is called before the state is shared")
+            .uploads = Some(settings);
+        self
+    }
+
+    /// The upload settings, or a 503 on a node without them.
+    pub fn uploads(&self) -> ApiResult<&uploads::UploadSettings> {
+        self.0.uploads.as_ref().ok_or_else(|| {
+            error::ApiError::Unavailable("photo uploads are not enabled on this node".into())
+        })
     }
 }
 
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    let upload_limits = state
+        .0
+        .uploads
+        .as_ref()
+        .map(|u| u.limits.clone())
+        .unwrap_or_default();
     let api = Router::new()
         .merge(users::router())
         .merge(profiles::router())
         .merge(articles::router())
         .merge(comments::router())
         .route("/tags", get(tags))
+        .merge(uploads::router(&upload_limits))
         .fallback(not_found);
 
     let cors = CorsLayer::new()
@@ -120,10 +152,16 @@ pub fn app(state: AppState) -> Router {
         .expose_headers([header::RETRY_AFTER, telemetry::REQUEST_ID])
         .max_age(Duration::from_secs(3600));
 
-    let router = Router::new()
+    let mut router = Router::new()
         .nest("/api", api)
         .merge(ops::router())
+        .merge(media::router());
+    if state.config.bench_routes {
+        router = router.merge(bench::router());
+    }
+    let router = router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::record_metrics))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::new())
@@ -139,4 +177,8 @@ async fn tags(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn not_found() -> error::ApiError {
     error::ApiError::NotFound("route")
+}
+
+async fn method_not_allowed(method: Method) -> error::ApiError {
+    error::ApiError::MethodNotAllowed(method.to_string())
 }

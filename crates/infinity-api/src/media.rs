@@ -34,7 +34,8 @@ fn parse_request(digest: &str, variant: &str) -> Option<u32> {
     size.parse().ok()
 }
 
-/// The content type from the first bytes; variants are JPEG, PNG or GIF.
+/// Detects the content type from the first bytes (variants are JPEG, PNG or
+/// GIF).
 fn sniff(bytes: &[u8]) -> &'static str {
     match bytes {
         [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
@@ -77,15 +78,18 @@ async fn serve(
         ranged(&headers, bytes)
     };
     let out = response.headers_mut();
-    out.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+    );
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     Ok(response)
 }
 
-/// The whole object, or the one byte range the request asks for. A range
-/// header that does not parse is ignored, as RFC 9110 allows; one that
-/// starts past the end is a 416.
+/// Builds a response with the whole object, or with the one byte range the
+/// request names. A range header that does not parse is ignored, as RFC 9110
+/// allows, and one that starts past the end is a 416.
 fn ranged(headers: &HeaderMap, bytes: Vec<u8>) -> Response {
     let length = bytes.len() as u64;
     let content_type = HeaderValue::from_static(sniff(&bytes));
@@ -105,13 +109,16 @@ fn ranged(headers: &HeaderMap, bytes: Vec<u8>) -> Response {
                 StatusCode::PARTIAL_CONTENT,
                 [
                     (header::CONTENT_TYPE, content_type),
-                    (header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ascii")),
+                    (
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&content_range).expect("ascii"),
+                    ),
                 ],
                 Body::from(part),
             )
                 .into_response()
         }
-        // Several ranges: the whole object is a valid answer and is simpler
+        // Several ranges: the whole object is a valid response, and simpler
         // for every client than a multipart/byteranges body.
         Ok(_) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
         Err(_) => (
@@ -143,7 +150,10 @@ mod tests {
     #[test]
     fn if_none_match_lists() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\", \"y\""));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", \"y\""),
+        );
         assert!(none_match(&headers, "\"y\""));
         assert!(!none_match(&headers, "\"z\""));
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));

@@ -1,12 +1,14 @@
 //! The read side: every hot read goes through a versioned read-through
 //! cache, and every write names the keys it changed once it has committed.
 
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use infinity_cache::{CacheConfig, ReadThrough};
-use infinity_store::{ArticleFilter, ArticleRecord, Id, Page, ProfileRecord, SessionRecord, Store};
+use infinity_store::{
+    ArticleFilter, ArticleRecord, CommentRecord, Id, Page, ProfileRecord, SessionRecord, Store,
+};
 use infinity_store::{SessionStore, StoreError};
 
 /// How many of the newest articles the cached first pages of the global list
@@ -48,6 +50,12 @@ pub struct Reads {
     tags: ReadThrough<(), Vec<String>>,
     following: ReadThrough<Id, Arc<HashSet<Id>>>,
     favorites: ReadThrough<Id, Arc<HashSet<Id>>>,
+    /// Every article id of an author, newest first: the feed's source.
+    author_articles: ReadThrough<Id, Arc<Vec<Id>>>,
+    /// Every article id with a tag, newest first.
+    tag_articles: ReadThrough<String, Arc<Vec<Id>>>,
+    /// An article's comments, oldest first.
+    comments: ReadThrough<Id, Arc<Vec<CommentRecord>>>,
 }
 
 fn config(name: &'static str, settings: &CacheSettings) -> CacheConfig {
@@ -82,6 +90,9 @@ impl Reads {
             tags: ReadThrough::new(config("tags", settings)),
             following: ReadThrough::new(config("following", settings)),
             favorites: ReadThrough::new(config("favorites", settings)),
+            author_articles: ReadThrough::new(config("author_articles", settings)),
+            tag_articles: ReadThrough::new(config("tag_articles", settings)),
+            comments: ReadThrough::new(config("comments", settings)),
         }
     }
 
@@ -137,12 +148,45 @@ impl Reads {
     }
 
     /// A newest-first page of articles. The first pages of the unfiltered
-    /// list come from the cache.
+    /// list, and every page of a list filtered by one of tag, author or
+    /// favourited, come from cached id lists.
     pub async fn list(
         &self,
         filter: &ArticleFilter,
         page: Page,
     ) -> Shared<(Vec<ArticleRecord>, u64)> {
+        let ids = match filter {
+            ArticleFilter {
+                tag: Some(tag),
+                author: None,
+                favorited_by: None,
+            } => Some(self.tag_articles(tag).await?),
+            ArticleFilter {
+                tag: None,
+                author: Some(author),
+                favorited_by: None,
+            } => match self.user_id(author).await? {
+                Some(author) => Some(self.author_articles(author).await?),
+                None => Some(Arc::new(Vec::new())),
+            },
+            ArticleFilter {
+                tag: None,
+                author: None,
+                favorited_by: Some(user),
+            } => match self.user_id(user).await? {
+                Some(user) => {
+                    let mut ids: Vec<Id> = self.favorites(user).await?.iter().copied().collect();
+                    // Identifiers are time-ordered, so this is newest first.
+                    ids.sort_unstable_by(|a, b| b.cmp(a));
+                    Some(Arc::new(ids))
+                }
+                None => Some(Arc::new(Vec::new())),
+            },
+            _ => None,
+        };
+        if let Some(ids) = ids {
+            return self.page_of(&ids, page).await;
+        }
         if !filter.is_empty() || page.offset + page.limit > CACHED_LIST_DEPTH {
             let found = self.store.list_articles(filter, page).await?;
             return Ok((found.articles, found.total));
@@ -155,15 +199,92 @@ impl Reads {
                 Ok((ids, found.total))
             })
             .await?;
-        let mut articles = Vec::with_capacity(ids.len());
-        for id in ids {
-            // An article deleted since the page was cached is skipped; the
-            // delete has already made the page itself stale.
-            if let Some(article) = self.article(id).await? {
-                articles.push(article);
+        let articles = self.articles_in_order(&ids).await?;
+        Ok((articles, total))
+    }
+
+    /// A newest-first page of the articles by the users that `user` follows,
+    /// with their total. The page is merged in memory from each followee's
+    /// cached article ids, so a warm feed sends no query to the store.
+    pub async fn feed(&self, user: Id, page: Page) -> Shared<(Vec<ArticleRecord>, u64)> {
+        let following = self.following(user).await?;
+        let mut lists = Vec::with_capacity(following.len());
+        for &author in following.iter() {
+            lists.push(self.author_articles(author).await?);
+        }
+        let total = lists.iter().map(|ids| ids.len() as u64).sum();
+        let articles = self.articles_in_order(&newest_first(&lists, page)).await?;
+        Ok((articles, total))
+    }
+
+    /// Resolves one page of a newest-first id list through the article cache.
+    async fn page_of(&self, ids: &[Id], page: Page) -> Shared<(Vec<ArticleRecord>, u64)> {
+        let start = (page.offset as usize).min(ids.len());
+        let end = (start + page.limit as usize).min(ids.len());
+        let articles = self.articles_in_order(&ids[start..end]).await?;
+        Ok((articles, ids.len() as u64))
+    }
+
+    /// Returns the articles of `ids` in that order, from the cache, loading
+    /// every miss in one query. An article deleted since its id was listed
+    /// is skipped; the delete has made the list stale for the next read.
+    pub async fn articles_in_order(&self, ids: &[Id]) -> Shared<Vec<ArticleRecord>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match self.articles.get_current(&id).await {
+                Some(Some(article)) => {
+                    found.insert(id, article);
+                }
+                Some(None) => {}
+                // The version is taken before the query, so a write that
+                // lands meanwhile makes the primed entry stale.
+                None => missing.push((id, self.articles.snapshot(&id))),
             }
         }
-        Ok((articles, total))
+        if !missing.is_empty() {
+            let missing_ids: Vec<Id> = missing.iter().map(|(id, _)| *id).collect();
+            let loaded = self.store.articles_by_ids(&missing_ids).await?;
+            for article in loaded {
+                found.insert(article.id, article);
+            }
+            for (id, snapshot) in missing {
+                self.articles.prime(id, snapshot, found.get(&id).cloned()).await;
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// Every article id with `tag`, newest first.
+    pub async fn tag_articles(&self, tag: &str) -> Shared<Arc<Vec<Id>>> {
+        let key = tag.to_string();
+        self.tag_articles
+            .get_or_load(&key, || async move {
+                Ok(Arc::new(self.store.article_ids_by_tag(tag).await?))
+            })
+            .await
+    }
+
+    /// An article's comments, oldest first.
+    pub async fn comments(&self, article: Id) -> Shared<Arc<Vec<CommentRecord>>> {
+        self.comments
+            .get_or_load(&article, || async move {
+                Ok(Arc::new(self.store.comments(article).await?))
+            })
+            .await
+    }
+
+    pub async fn comments_changed(&self, article: Id) {
+        self.comments.invalidate(&article).await;
+    }
+
+    /// Every article id of `author`, newest first.
+    pub async fn author_articles(&self, author: Id) -> Shared<Arc<Vec<Id>>> {
+        self.author_articles
+            .get_or_load(&author, || async move {
+                Ok(Arc::new(self.store.article_ids_by_author(author).await?))
+            })
+            .await
     }
 
     pub async fn tags(&self) -> Shared<Vec<String>> {
@@ -216,14 +337,85 @@ impl Reads {
         self.articles.invalidate(&article).await;
     }
 
-    /// An article was created, edited or deleted: `slugs` are its old and
-    /// new slugs.
-    pub async fn article_changed(&self, id: Id, slugs: &[&str]) {
+    /// An article by `author` was created, edited or deleted: `slugs` are its
+    /// old and new slugs.
+    /// `tags` are its old and new tags.
+    pub async fn article_changed(&self, id: Id, author: Id, slugs: &[&str], tags: &[String]) {
         self.articles.invalidate(&id).await;
+        self.author_articles.invalidate(&author).await;
+        for tag in tags {
+            self.tag_articles.invalidate(tag).await;
+        }
         for slug in slugs {
             self.article_ids.invalidate(&slug.to_string()).await;
         }
         self.global_pages.invalidate_all();
         self.tags.invalidate(&()).await;
+    }
+
+    /// An article was deleted: beyond [`Reads::article_changed`], its
+    /// comments go, and every user's favourites may have held it.
+    pub async fn article_deleted(&self, article: &ArticleRecord) {
+        self.article_changed(article.id, article.author_id, &[&article.slug], &article.tags)
+            .await;
+        self.comments.invalidate(&article.id).await;
+        self.favorites.invalidate_all();
+    }
+}
+
+/// Picks the ids of `page` from the union of `lists`, newest (largest) first.
+/// Each list must be sorted newest first and no id may be in two lists.
+fn newest_first(lists: &[Arc<Vec<Id>>], page: Page) -> Vec<Id> {
+    // A max-heap of (id, list, position): the newest id not yet taken from
+    // each list.
+    let mut heads: BinaryHeap<(Id, usize, usize)> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(list, ids)| ids.first().map(|&id| (id, list, 0)))
+        .collect();
+    let mut picked = Vec::with_capacity(page.limit as usize);
+    let end = u64::from(page.offset) + u64::from(page.limit);
+    let mut rank = 0u64;
+    while rank < end {
+        let Some((id, list, position)) = heads.pop() else {
+            break;
+        };
+        if rank >= u64::from(page.offset) {
+            picked.push(id);
+        }
+        rank += 1;
+        if let Some(&next) = lists[list].get(position + 1) {
+            heads.push((next, list, position + 1));
+        }
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lists(ids: &[&[Id]]) -> Vec<Arc<Vec<Id>>> {
+        ids.iter().map(|ids| Arc::new(ids.to_vec())).collect()
+    }
+
+    #[test]
+    fn newest_first_merges_pages() {
+        let lists = lists(&[&[9, 4, 1], &[8, 7, 2], &[], &[6, 5, 3]]);
+        let page = |offset, limit| Page { limit, offset };
+        assert_eq!(newest_first(&lists, page(0, 4)), [9, 8, 7, 6]);
+        assert_eq!(newest_first(&lists, page(4, 4)), [5, 4, 3, 2]);
+        assert_eq!(newest_first(&lists, page(8, 4)), [1]);
+        assert!(newest_first(&lists, page(9, 4)).is_empty());
+    }
+
+    #[test]
+    fn newest_first_without_lists_is_empty() {
+        let page = Page {
+            limit: 20,
+            offset: 0,
+        };
+        assert!(newest_first(&[], page).is_empty());
+        assert!(newest_first(&lists(&[&[], &[]]), page).is_empty());
     }
 }

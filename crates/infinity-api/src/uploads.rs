@@ -1,6 +1,6 @@
-//! Photo uploads: `POST /api/uploads` checks the whole image in the request,
-//! keeps the original privately and queues the job that makes the variants;
-//! `GET /api/uploads/{id}` shows how that job is going.
+//! Photo uploads. `POST /api/uploads` checks the whole image in the request,
+//! keeps the original privately and queues the job that makes the variants.
+//! `GET /api/uploads/{id}` shows the state of that job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use crate::AppState;
 pub struct UploadSettings {
     pub objects: Arc<dyn ObjectStore>,
     pub limits: Limits,
-    /// The longest the in-request check of an upload may take.
+    /// Maximum time for the in-request check of an upload.
     pub check_timeout: Duration,
     /// Prefix of media URLs, such as `http://127.0.0.1:8080`; empty for
     /// URLs relative to the API's host.
@@ -38,7 +38,10 @@ pub fn router(limits: &Limits) -> Router<AppState> {
     // Room for the multipart framing around the file itself.
     let body_limit = limits.max_bytes.saturating_add(64 * 1024);
     Router::new()
-        .route("/uploads", post(upload).layer(DefaultBodyLimit::max(body_limit)))
+        .route(
+            "/uploads",
+            post(upload).layer(DefaultBodyLimit::max(body_limit)),
+        )
         .route("/uploads/{id}", get(status))
 }
 
@@ -54,7 +57,7 @@ struct VariantView {
     mime: Option<String>,
 }
 
-/// The public URL of one variant.
+/// Returns the public URL of one variant.
 pub fn variant_url(settings: &UploadSettings, digest: &str, size: u32) -> String {
     format!("{}{}", settings.public_url, variant_path(digest, size))
 }
@@ -110,17 +113,24 @@ async fn read_file(mut multipart: Multipart) -> ApiResult<Vec<u8>> {
             return Ok(field.bytes().await.map_err(multipart_error)?.to_vec());
         }
     }
-    Err(ApiError::invalid("file: the multipart body has no field named file"))
+    Err(ApiError::invalid(
+        "file: the multipart body has no field named file",
+    ))
 }
 
 /// Decodes the whole image on a blocking thread, bounded by the decoder's
 /// limits and by `check_timeout`.
-async fn check_image(settings: &UploadSettings, bytes: Arc<Vec<u8>>) -> ApiResult<infinity_media::Inspection> {
+async fn check_image(
+    settings: &UploadSettings,
+    bytes: Arc<Vec<u8>>,
+) -> ApiResult<infinity_media::Inspection> {
     let limits = settings.limits.clone();
     let work = tokio::task::spawn_blocking(move || infinity_media::validate(&bytes, &limits));
     match tokio::time::timeout(settings.check_timeout, work).await {
         Ok(Ok(result)) => result.map_err(media_error),
-        Ok(Err(panic)) => Err(ApiError::invalid(format!("file: the image could not be decoded ({panic})"))),
+        Ok(Err(panic)) => Err(ApiError::invalid(format!(
+            "file: the image could not be decoded ({panic})"
+        ))),
         Err(_) => Err(ApiError::invalid(format!(
             "file: checking the image took longer than {} s",
             settings.check_timeout.as_secs()
@@ -161,7 +171,10 @@ async fn upload(
     };
     let upload = store.create_upload(new, vec![make_variants(id)]).await?;
     tracing::info!(upload_id = upload.id, format = %upload.format, "upload accepted");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "upload": upload_view(settings, &upload) }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "upload": upload_view(settings, &upload) })),
+    ))
 }
 
 /// `GET /api/uploads/{id}`: only the owner sees an upload.
@@ -192,7 +205,9 @@ pub async fn usable_upload(state: &AppState, owner: Id, id: Id) -> ApiResult<Upl
         .filter(|u| u.user_id == owner)
         .ok_or_else(|| ApiError::invalid(format!("upload {id} not found among your uploads")))?;
     if upload.state == UploadState::Failed {
-        return Err(ApiError::invalid(format!("upload {id} failed and cannot be shown")));
+        return Err(ApiError::invalid(format!(
+            "upload {id} failed and cannot be shown"
+        )));
     }
     Ok(upload)
 }

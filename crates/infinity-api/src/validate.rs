@@ -131,7 +131,8 @@ pub fn password(value: &str) -> Result<String, String> {
 /// An image is an absolute http(s) URL, or empty to remove it.
 pub fn image_url(value: &str) -> Result<String, String> {
     let value = line("image", value, 0, MAX_IMAGE_URL)?;
-    if !value.is_empty() && !(value.starts_with("https://") || value.starts_with("http://")) {
+    let web = value.starts_with("https://") || value.starts_with("http://");
+    if !value.is_empty() && !web {
         return Err("image must be an http or https URL, or empty".to_string());
     }
     if value.contains(char::is_whitespace) {

@@ -131,7 +131,11 @@ impl AppState {
         with_body: bool,
     ) -> ApiResult<ArticleView> {
         let author = self.profile_view(viewer, article.author_id).await?;
-        let images = article.images.iter().map(|image| self.image_view(image)).collect();
+        let images = article
+            .images
+            .iter()
+            .map(|image| self.image_view(image))
+            .collect();
         Ok(ArticleView {
             images,
             favorited: viewer.favorited(article.id),

@@ -58,23 +58,54 @@ async fn create_without_tags_or_description() {
 async fn create_rejects_invalid_input() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    let article = |title: serde_json::Value, body: &str, tags: serde_json::Value| {
-        json!({"article": {"title": title, "description": "d", "body": body, "tagList": tags}})
-    };
+    let article = |title: serde_json::Value, body: &str, tags: serde_json::Value| json!({"article": {"title": title, "description": "d", "body": body, "tagList": tags}});
     let many: Vec<String> = (0..21).map(|n| format!("t{n}")).collect();
     let cases = [
         (article(json!(" "), "b", json!([])), "title can't be blank"),
-        (article(json!("a\u{1b}b"), "b", json!([])), "title must not contain control characters"),
-        (article(json!("x".repeat(201)), "b", json!([])), "title is too long (maximum is 200 characters)"),
-        (article(json!(7), "b", json!([])), "article.title: invalid type"),
-        (article(json!("t"), "  \n ", json!([])), "body can't be blank"),
-        (article(json!("t"), "a\u{0}", json!([])), "body must not contain control characters"),
-        (article(json!("t"), "b", json!("sky")), "article.tagList: invalid type"),
-        (article(json!("t"), "b", json!([""])), "tagList item can't be blank"),
-        (article(json!("t"), "b", json!([1])), "article.tagList[0]: invalid type"),
-        (article(json!("t"), "b", json!(many)), "tagList has too many tags"),
-        (json!({"article": {"title": "t", "body": "b"}}), "missing field `description`"),
-        (json!({"article": {"description": "d", "body": "b"}}), "missing field `title`"),
+        (
+            article(json!("a\u{1b}b"), "b", json!([])),
+            "title must not contain control characters",
+        ),
+        (
+            article(json!("x".repeat(201)), "b", json!([])),
+            "title is too long (maximum is 200 characters)",
+        ),
+        (
+            article(json!(7), "b", json!([])),
+            "article.title: invalid type",
+        ),
+        (
+            article(json!("t"), "  \n ", json!([])),
+            "body can't be blank",
+        ),
+        (
+            article(json!("t"), "a\u{0}", json!([])),
+            "body must not contain control characters",
+        ),
+        (
+            article(json!("t"), "b", json!("sky")),
+            "article.tagList: invalid type",
+        ),
+        (
+            article(json!("t"), "b", json!([""])),
+            "tagList item can't be blank",
+        ),
+        (
+            article(json!("t"), "b", json!([1])),
+            "article.tagList[0]: invalid type",
+        ),
+        (
+            article(json!("t"), "b", json!(many)),
+            "tagList has too many tags",
+        ),
+        (
+            json!({"article": {"title": "t", "body": "b"}}),
+            "missing field `description`",
+        ),
+        (
+            json!({"article": {"description": "d", "body": "b"}}),
+            "missing field `title`",
+        ),
         (json!({"title": "t"}), "missing field `article`"),
     ];
     for (body, needle) in cases {
@@ -147,7 +178,11 @@ async fn unknown_article_is_404() {
     let read = server.get("/articles/nothing-here", None).await;
     assert_error(&read, 404, "article not found");
     let update = server
-        .put("/articles/nothing-here", Some(&token), json!({"article": {"body": "x"}}))
+        .put(
+            "/articles/nothing-here",
+            Some(&token),
+            json!({"article": {"body": "x"}}),
+        )
         .await;
     assert_error(&update, 404, "article not found");
     let delete = server.delete("/articles/nothing-here", Some(&token)).await;
@@ -212,12 +247,24 @@ async fn update_rejects_invalid_input() {
     let slug = server.article(&token, "Keep", &[]).await;
     let path = format!("/articles/{slug}");
     let cases = [
-        (json!({"article": {}}), "article must contain at least one of"),
+        (
+            json!({"article": {}}),
+            "article must contain at least one of",
+        ),
         (json!({"article": {"title": ""}}), "title can't be blank"),
         (json!({"article": {"body": " "}}), "body can't be blank"),
-        (json!({"article": {"title": "a\u{2}"}}), "title must not contain control characters"),
-        (json!({"article": {"tagList": "x"}}), "article.tagList: invalid type"),
-        (json!({"article": {"title": false}}), "article.title: invalid type"),
+        (
+            json!({"article": {"title": "a\u{2}"}}),
+            "title must not contain control characters",
+        ),
+        (
+            json!({"article": {"tagList": "x"}}),
+            "article.tagList: invalid type",
+        ),
+        (
+            json!({"article": {"title": false}}),
+            "article.title: invalid type",
+        ),
         (json!({}), "missing field `article`"),
     ];
     for (body, needle) in cases {

@@ -53,9 +53,13 @@ async fn unfavorite_twice_is_harmless() {
 async fn favorite_unknown_article_is_404() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    let add = server.post("/articles/missing/favorite", Some(&token), json!({})).await;
+    let add = server
+        .post("/articles/missing/favorite", Some(&token), json!({}))
+        .await;
     assert_error(&add, 404, "article not found");
-    let remove = server.delete("/articles/missing/favorite", Some(&token)).await;
+    let remove = server
+        .delete("/articles/missing/favorite", Some(&token))
+        .await;
     assert_error(&remove, 404, "article not found");
 }
 

@@ -53,18 +53,35 @@ async fn bad_paging_values_are_422() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
     let cases = [
-        ("limit=0", "limit must be an integer from 1 to 100, not \"0\""),
-        ("limit=101", "limit must be an integer from 1 to 100, not \"101\""),
-        ("limit=abc", "limit must be an integer from 1 to 100, not \"abc\""),
+        (
+            "limit=0",
+            "limit must be an integer from 1 to 100, not \"0\"",
+        ),
+        (
+            "limit=101",
+            "limit must be an integer from 1 to 100, not \"101\"",
+        ),
+        (
+            "limit=abc",
+            "limit must be an integer from 1 to 100, not \"abc\"",
+        ),
         ("limit=", "limit must be an integer from 1 to 100"),
         ("limit=1.5", "limit must be an integer from 1 to 100"),
-        ("offset=-1", "offset must be an integer from 0 to 100000, not \"-1\""),
-        ("offset=100001", "offset must be an integer from 0 to 100000"),
+        (
+            "offset=-1",
+            "offset must be an integer from 0 to 100000, not \"-1\"",
+        ),
+        (
+            "offset=100001",
+            "offset must be an integer from 0 to 100000",
+        ),
     ];
     for (query, needle) in cases {
         let list = server.get(&format!("/articles?{query}"), None).await;
         assert_error(&list, 422, needle);
-        let feed = server.get(&format!("/articles/feed?{query}"), Some(&token)).await;
+        let feed = server
+            .get(&format!("/articles/feed?{query}"), Some(&token))
+            .await;
         assert_error(&feed, 422, needle);
     }
     let both = server.get("/articles?limit=0&offset=-1", None).await;
@@ -99,8 +116,12 @@ async fn filters_by_tag_author_favorited() {
     let a1 = server.article(&alice, "A one", &["sky"]).await;
     let a2 = server.article(&alice, "A two", &["sea"]).await;
     let b1 = server.article(&bob, "B one", &["sky", "sea"]).await;
-    server.post(&format!("/articles/{a1}/favorite"), Some(&bob), json!({})).await;
-    server.post(&format!("/articles/{b1}/favorite"), Some(&bob), json!({})).await;
+    server
+        .post(&format!("/articles/{a1}/favorite"), Some(&bob), json!({}))
+        .await;
+    server
+        .post(&format!("/articles/{b1}/favorite"), Some(&bob), json!({}))
+        .await;
 
     let cases = [
         ("tag=sky", vec![b1.clone(), a1.clone()]),
@@ -135,8 +156,12 @@ async fn list_shows_viewer_state() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let slug = server.article(&alice, "Seen", &[]).await;
-    server.post(&format!("/articles/{slug}/favorite"), Some(&bob), json!({})).await;
-    server.post("/profiles/alice/follow", Some(&bob), json!({})).await;
+    server
+        .post(&format!("/articles/{slug}/favorite"), Some(&bob), json!({}))
+        .await;
+    server
+        .post("/profiles/alice/follow", Some(&bob), json!({}))
+        .await;
 
     let as_bob = server.get("/articles", Some(&bob)).await;
     assert_eq!(as_bob.body["articles"][0]["favorited"], true);

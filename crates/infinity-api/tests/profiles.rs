@@ -29,7 +29,9 @@ async fn unknown_profile_is_404() {
     let token = server.register("alice").await;
     let reply = server.get("/profiles/nobody", None).await;
     assert_error(&reply, 404, "profile not found");
-    let follow = server.post("/profiles/nobody/follow", Some(&token), json!({})).await;
+    let follow = server
+        .post("/profiles/nobody/follow", Some(&token), json!({}))
+        .await;
     assert_error(&follow, 404, "profile not found");
     let unfollow = server.delete("/profiles/nobody/follow", Some(&token)).await;
     assert_error(&unfollow, 404, "profile not found");
@@ -41,7 +43,9 @@ async fn follow_twice_is_harmless() {
     let alice = server.register("alice").await;
     server.register("bob").await;
     for _ in 0..2 {
-        let reply = server.post("/profiles/bob/follow", Some(&alice), json!({})).await;
+        let reply = server
+            .post("/profiles/bob/follow", Some(&alice), json!({}))
+            .await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body["profile"]["username"], "bob");
         assert_eq!(reply.body["profile"]["following"], true);
@@ -64,7 +68,9 @@ async fn follow_twice_is_harmless() {
 async fn follow_self_is_422() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let follow = server.post("/profiles/alice/follow", Some(&alice), json!({})).await;
+    let follow = server
+        .post("/profiles/alice/follow", Some(&alice), json!({}))
+        .await;
     assert_error(&follow, 422, "you cannot follow yourself");
     let unfollow = server.delete("/profiles/alice/follow", Some(&alice)).await;
     assert_error(&unfollow, 422, "you cannot unfollow yourself");
@@ -78,7 +84,9 @@ async fn follow_needs_token() {
     server.register("bob").await;
     let follow = server.post("/profiles/bob/follow", None, json!({})).await;
     assert_error(&follow, 401, "authorization token is missing");
-    let unfollow = server.delete("/profiles/bob/follow", Some("bad-token")).await;
+    let unfollow = server
+        .delete("/profiles/bob/follow", Some("bad-token"))
+        .await;
     assert_error(&unfollow, 401, "token is invalid or expired");
 }
 
@@ -97,14 +105,18 @@ async fn feed_lists_followed_authors() {
     assert_eq!(empty.body["articlesCount"], 0);
     assert!(slugs(&empty).is_empty());
 
-    server.post("/profiles/bob/follow", Some(&alice), json!({})).await;
+    server
+        .post("/profiles/bob/follow", Some(&alice), json!({}))
+        .await;
     let feed = server.get("/articles/feed", Some(&alice)).await;
     assert_eq!(slugs(&feed), vec![second.clone(), first.clone()]);
     assert_eq!(feed.body["articlesCount"], 2);
     assert_eq!(feed.body["articles"][0]["author"]["following"], true);
     assert!(feed.body["articles"][0].get("body").is_none());
 
-    let page = server.get("/articles/feed?limit=1&offset=1", Some(&alice)).await;
+    let page = server
+        .get("/articles/feed?limit=1&offset=1", Some(&alice))
+        .await;
     assert_eq!(slugs(&page), vec![first]);
     assert_eq!(page.body["articlesCount"], 2);
 

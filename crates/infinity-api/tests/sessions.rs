@@ -57,7 +57,11 @@ async fn password_change_ends_other_sessions() {
     assert_eq!(server.get("/user", Some(&other)).await.status, 200);
 
     let reply = server
-        .put("/user", Some(&current), json!({"user": {"password": "a-new-password"}}))
+        .put(
+            "/user",
+            Some(&current),
+            json!({"user": {"password": "a-new-password"}}),
+        )
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["user"]["token"], current.as_str());

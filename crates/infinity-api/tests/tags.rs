@@ -37,9 +37,13 @@ async fn deleting_last_article_drops_tag() {
     let drop = server.article(&token, "Drop", &["shared", "lonely"]).await;
     assert_eq!(tags(&server).await, vec!["shared", "lonely"]);
 
-    server.delete(&format!("/articles/{drop}"), Some(&token)).await;
+    server
+        .delete(&format!("/articles/{drop}"), Some(&token))
+        .await;
     assert_eq!(tags(&server).await, vec!["shared"]);
-    server.delete(&format!("/articles/{keep}"), Some(&token)).await;
+    server
+        .delete(&format!("/articles/{keep}"), Some(&token))
+        .await;
     assert!(tags(&server).await.is_empty());
 }
 
@@ -78,7 +82,11 @@ async fn clearing_tags_removes_them() {
     let token = server.register("alice").await;
     let slug = server.article(&token, "Tagged", &["gone"]).await;
     let reply = server
-        .put(&format!("/articles/{slug}"), Some(&token), json!({"article": {"tagList": []}}))
+        .put(
+            &format!("/articles/{slug}"),
+            Some(&token),
+            json!({"article": {"tagList": []}}),
+        )
         .await;
     assert_eq!(reply.body["article"]["tagList"], json!([]));
     assert!(tags(&server).await.is_empty());

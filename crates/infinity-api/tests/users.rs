@@ -58,24 +58,61 @@ async fn register_taken_name_or_email() {
 #[tokio::test]
 async fn register_invalid_fields_name_field() {
     let server = TestServer::start().await;
-    let user = |username: serde_json::Value, email: &str, password: &str| {
-        json!({"user": {"username": username, "email": email, "password": password}})
-    };
+    let user = |username: serde_json::Value, email: &str, password: &str| json!({"user": {"username": username, "email": email, "password": password}});
     let cases = [
-        (user(json!("  "), "a@example.com", "password-a"), "username can't be blank"),
-        (user(json!("al\u{1}ice"), "a@example.com", "password-a"), "username must not contain control characters"),
-        (user(json!("al ice"), "a@example.com", "password-a"), "username may contain only"),
-        (user(json!("x".repeat(41)), "a@example.com", "password-a"), "username is too long"),
-        (user(json!(5), "a@example.com", "password-a"), "user.username: invalid type"),
-        (user(json!("alice"), "not-an-address", "password-a"), "email is invalid"),
-        (user(json!("alice"), "", "password-a"), "email can't be blank"),
-        (user(json!("alice"), "a@example.com", "short"), "password is too short"),
-        (user(json!("alice"), "a@example.com", "pass\u{0}word-a"), "password must not contain control characters"),
-        (json!({"user": {"email": "a@example.com", "password": "password-a"}}), "missing field `username`"),
-        (json!({"user": {"username": "alice", "password": "password-a"}}), "missing field `email`"),
-        (json!({"user": {"username": "alice", "email": "a@example.com"}}), "missing field `password`"),
+        (
+            user(json!("  "), "a@example.com", "password-a"),
+            "username can't be blank",
+        ),
+        (
+            user(json!("al\u{1}ice"), "a@example.com", "password-a"),
+            "username must not contain control characters",
+        ),
+        (
+            user(json!("al ice"), "a@example.com", "password-a"),
+            "username may contain only",
+        ),
+        (
+            user(json!("x".repeat(41)), "a@example.com", "password-a"),
+            "username is too long",
+        ),
+        (
+            user(json!(5), "a@example.com", "password-a"),
+            "user.username: invalid type",
+        ),
+        (
+            user(json!("alice"), "not-an-address", "password-a"),
+            "email is invalid",
+        ),
+        (
+            user(json!("alice"), "", "password-a"),
+            "email can't be blank",
+        ),
+        (
+            user(json!("alice"), "a@example.com", "short"),
+            "password is too short",
+        ),
+        (
+            user(json!("alice"), "a@example.com", "pass\u{0}word-a"),
+            "password must not contain control characters",
+        ),
+        (
+            json!({"user": {"email": "a@example.com", "password": "password-a"}}),
+            "missing field `username`",
+        ),
+        (
+            json!({"user": {"username": "alice", "password": "password-a"}}),
+            "missing field `email`",
+        ),
+        (
+            json!({"user": {"username": "alice", "email": "a@example.com"}}),
+            "missing field `password`",
+        ),
         (json!({"username": "alice"}), "missing field `user`"),
-        (json!([1, 2]), "body is not valid JSON of the expected shape"),
+        (
+            json!([1, 2]),
+            "body is not valid JSON of the expected shape",
+        ),
     ];
     for (body, needle) in cases {
         let reply = server.post("/users", None, body.clone()).await;
@@ -87,7 +124,11 @@ async fn register_invalid_fields_name_field() {
 async fn register_reports_every_bad_field() {
     let server = TestServer::start().await;
     let reply = server
-        .post("/users", None, json!({"user": {"username": "", "email": "x", "password": "x"}}))
+        .post(
+            "/users",
+            None,
+            json!({"user": {"username": "", "email": "x", "password": "x"}}),
+        )
         .await;
     assert_error(&reply, 422, "username");
     assert_error(&reply, 422, "email");
@@ -145,7 +186,11 @@ async fn login_blank_fields_are_422() {
     let blank_password = server.login("alice@example.com", "").await;
     assert_error(&blank_password, 422, "password can't be blank");
     let missing = server
-        .post("/users/login", None, json!({"user": {"email": "alice@example.com"}}))
+        .post(
+            "/users/login",
+            None,
+            json!({"user": {"email": "alice@example.com"}}),
+        )
         .await;
     assert_error(&missing, 422, "missing field `password`");
 }
@@ -169,7 +214,11 @@ async fn current_user_needs_valid_token() {
         )
         .await;
     common::check_schema(&Method::GET, "/user", &wrong_scheme);
-    assert_error(&wrong_scheme, 401, "authorization header must be 'Token <token>'");
+    assert_error(
+        &wrong_scheme,
+        401,
+        "authorization header must be 'Token <token>'",
+    );
 }
 
 #[tokio::test]
@@ -212,7 +261,9 @@ async fn update_user_changes_fields() {
     let login = server.login("new@example.com", "password-alice").await;
     assert_eq!(login.status, 200);
 
-    let cleared = server.put("/user", Some(&token), json!({"user": {"image": ""}})).await;
+    let cleared = server
+        .put("/user", Some(&token), json!({"user": {"image": ""}}))
+        .await;
     assert_eq!(cleared.body["user"]["image"], "");
 }
 
@@ -223,13 +274,25 @@ async fn update_user_rejects_bad_values() {
     server.register("bob").await;
     let cases = [
         (json!({"user": {}}), "user must contain at least one of"),
-        (json!({"user": {"image": "ftp://example.com/a.png"}}), "image must be an http or https URL"),
+        (
+            json!({"user": {"image": "ftp://example.com/a.png"}}),
+            "image must be an http or https URL",
+        ),
         (json!({"user": {"email": "nope"}}), "email is invalid"),
-        (json!({"user": {"username": "bob"}}), "username has already been taken"),
+        (
+            json!({"user": {"username": "bob"}}),
+            "username has already been taken",
+        ),
         (json!({"user": {"username": ""}}), "username can't be blank"),
-        (json!({"user": {"bio": "a\u{7}b"}}), "bio must not contain control characters"),
+        (
+            json!({"user": {"bio": "a\u{7}b"}}),
+            "bio must not contain control characters",
+        ),
         (json!({"user": {"bio": 3}}), "user.bio: invalid type"),
-        (json!({"user": {"password": "short"}}), "password is too short"),
+        (
+            json!({"user": {"password": "short"}}),
+            "password is too short",
+        ),
     ];
     for (body, needle) in cases {
         let reply = server.put("/user", Some(&token), body).await;
@@ -238,6 +301,8 @@ async fn update_user_rejects_bad_values() {
     let unchanged = server.get("/user", Some(&token)).await;
     assert_eq!(unchanged.body["user"]["username"], "alice");
 
-    let anonymous = server.put("/user", None, json!({"user": {"bio": "x"}})).await;
+    let anonymous = server
+        .put("/user", None, json!({"user": {"bio": "x"}}))
+        .await;
     assert_error(&anonymous, 401, "authorization token is missing");
 }

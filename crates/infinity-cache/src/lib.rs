@@ -162,6 +162,15 @@ where
         load().await.map_err(Arc::new)
     }
 
+    /// Returns the cached value of `key` if it is present and current,
+    /// without loading it. Counts a hit or a miss.
+    pub async fn get_current(&self, key: &K) -> Option<V> {
+        let wanted = self.snapshot(key);
+        let entry = self.entries.get(key).await.filter(|e| e.snapshot == wanted);
+        self.count(if entry.is_some() { "hit" } else { "miss" });
+        entry.map(|e| e.value)
+    }
+
     /// Stores a value read from the database after `snapshot` was taken.
     /// A write since then makes the entry stale, so it is never served.
     pub async fn prime(&self, key: K, snapshot: Snapshot, value: V) {

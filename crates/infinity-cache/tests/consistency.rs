@@ -71,8 +71,11 @@ async fn loader_racing_a_write_leaves_nothing_stale() {
         tokio::spawn(async move {
             cache
                 .get_or_load(&"k".to_string(), || {
-                    let (database, loader_has_read, write_done) =
-                        (database.clone(), loader_has_read.clone(), write_done.clone());
+                    let (database, loader_has_read, write_done) = (
+                        database.clone(),
+                        loader_has_read.clone(),
+                        write_done.clone(),
+                    );
                     async move {
                         let value = database.load(Ordering::SeqCst);
                         loader_has_read.notify_one();
@@ -169,7 +172,10 @@ async fn cached_not_found_ends_at_create() {
 
     *database.lock().unwrap() = Some(5);
     cache.invalidate(&"slug".to_string()).await;
-    assert_eq!(cache.get_or_load(&"slug".into(), load).await.unwrap(), Some(5));
+    assert_eq!(
+        cache.get_or_load(&"slug".into(), load).await.unwrap(),
+        Some(5)
+    );
 }
 
 #[tokio::test]

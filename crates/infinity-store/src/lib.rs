@@ -24,7 +24,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 /// write, so a job exists exactly when its cause was committed.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The engine's name, for the start-up banner and `/readyz`.
+    /// Returns the engine's name, for the start-up banner and `/readyz`.
     fn engine(&self) -> &'static str;
 
     /// Checks that the database answers a trivial query.
@@ -65,6 +65,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_article(&self, author: Id, article: NewArticle) -> StoreResult<ArticleRecord>;
     async fn article_id_by_slug(&self, slug: &str) -> StoreResult<Option<Id>>;
     async fn article_by_id(&self, id: Id) -> StoreResult<Option<ArticleRecord>>;
+    /// The articles among `ids` that exist, in no particular order.
+    async fn articles_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<ArticleRecord>>;
     /// Applies `changes`; a new title gives the article a new slug.
     async fn update_article(&self, id: Id, changes: ArticleChanges) -> StoreResult<ArticleRecord>;
     /// Deletes an article with its tags, favourites and comments.
@@ -75,6 +77,8 @@ pub trait Store: Send + Sync + 'static {
     async fn feed(&self, user: Id, page: Page) -> StoreResult<ArticlePage>;
     /// The identifiers of every article by `author`, newest first.
     async fn article_ids_by_author(&self, author: Id) -> StoreResult<Vec<Id>>;
+    /// Every article id with `tag`, newest first.
+    async fn article_ids_by_tag(&self, tag: &str) -> StoreResult<Vec<Id>>;
     /// Tags in use, most used first, at most `limit`.
     async fn tags(&self, limit: u32) -> StoreResult<Vec<String>>;
 

@@ -182,7 +182,7 @@ pub struct UploadRecord {
     pub variants: Vec<VariantRecord>,
     /// A remark on the result, such as an animation kept as a still.
     pub note: Option<String>,
-    /// Why making the variants failed.
+    /// The reason making the variants failed.
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -219,7 +219,7 @@ impl UploadState {
 /// One made variant of an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VariantRecord {
-    /// The longest side requested, which names the variant.
+    /// The maximum length of the longer side, which names the variant.
     pub size: u32,
     pub width: u32,
     pub height: u32,

@@ -1,8 +1,8 @@
 //! The embedded engine: SQLite in WAL mode.
 //!
-//! Writes go through a pool of one connection, so SQLite never has two
-//! writers to arbitrate and no request sees `SQLITE_BUSY`; reads use a pool
-//! of their own and run beside the writer, as WAL allows.
+//! Writes go through a pool of one connection, so writers queue in the pool
+//! instead of contending for SQLite's write lock. Reads use a pool of their
+//! own and run beside the writer, as WAL allows.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -80,13 +80,12 @@ impl SqliteStore {
         })
     }
 
-    /// The pool for writes, for crates that keep their own tables in this
-    /// database (the job queue).
+    /// Returns the pool for writes.
     pub fn writer(&self) -> &SqlitePool {
         &self.writer
     }
 
-    /// The pool for reads.
+    /// Returns the pool for reads.
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
     }
@@ -582,6 +581,22 @@ impl Store for SqliteStore {
         row.as_ref().map(article_from_row).transpose()
     }
 
+    async fn articles_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<ArticleRecord>> {
+        count_query("articles_by_ids");
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id IN ("));
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(article_from_row).collect()
+    }
+
     async fn update_article(&self, id: Id, changes: ArticleChanges) -> StoreResult<ArticleRecord> {
         count_query("update_article");
         let mut tx = self.begin().await?;
@@ -701,6 +716,17 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?,
         )
+    }
+
+    async fn article_ids_by_tag(&self, tag: &str) -> StoreResult<Vec<Id>> {
+        count_query("article_ids_by_tag");
+        // Reads only the article_tags_tag index (tag, article_id).
+        Ok(sqlx::query_scalar(
+            "SELECT article_id FROM article_tags WHERE tag = ? ORDER BY article_id DESC",
+        )
+        .bind(tag)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     async fn tags(&self, limit: u32) -> StoreResult<Vec<String>> {

@@ -37,6 +37,42 @@ pub struct ServeArgs {
     /// so a load balancer can take the node out of rotation first [default: 0]
     #[arg(long, env = "INFINITY_DRAIN_SECONDS", value_name = "SECONDS")]
     pub drain_seconds: Option<u64>,
+
+    /// Mount GET and PUT /bench/bare, a handler that returns stored bytes, for
+    /// benchmarks. Any client can replace the bytes, so keep it off on a
+    /// public server
+    #[arg(long, env = "INFINITY_BENCH_ROUTES")]
+    pub bench_routes: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+}
+
+/// Flags of the roles that run background jobs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JobArgs {
+    /// Jobs run at once in this process; 0 runs none here, for a node whose
+    /// jobs run in `infinity worker` [default: 2]
+    #[arg(long, env = "INFINITY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// SMTP server for e-mail, as smtp://HOST[:PORT] (sent without TLS);
+    /// without it, e-mail is written as .eml files to DATA_DIR/outbox
+    #[arg(long, env = "INFINITY_SMTP_URL", value_name = "URL")]
+    pub smtp_url: Option<String>,
+
+    /// Sender of e-mail [default: Infinity <no-reply@infinity.invalid>]
+    #[arg(long, env = "INFINITY_MAIL_FROM", value_name = "ADDRESS")]
+    pub mail_from: Option<String>,
+
+    /// Seconds a worker holds a job before another may take it, unless the
+    /// worker extends the lease while the job runs [default: 30]
+    #[arg(long, env = "INFINITY_JOB_LEASE_SECONDS", value_name = "SECONDS")]
+    pub job_lease_seconds: Option<u64>,
+
+    /// Attempts before a failing job moves to the dead jobs [default: 5]
+    #[arg(long, env = "INFINITY_JOB_MAX_ATTEMPTS", value_name = "N")]
+    pub job_max_attempts: Option<u32>,
 }
 
 /// The TOML file's keys; every one is optional.
@@ -52,6 +88,12 @@ struct FileSettings {
     session_days: Option<u64>,
     login_attempts_per_minute_per_account: Option<u32>,
     login_attempts_per_minute_per_address: Option<u32>,
+    public_url: Option<String>,
+    workers: Option<usize>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    job_lease_seconds: Option<u64>,
+    job_max_attempts: Option<u32>,
 }
 
 /// Where the data lives.
@@ -76,6 +118,19 @@ pub struct Settings {
     pub database: Database,
     pub drain: Duration,
     pub api: infinity_api::ApiConfig,
+    /// Prefix of media URLs; empty for URLs relative to the API's host.
+    pub public_url: String,
+    pub jobs: JobSettings,
+}
+
+/// Background-job settings after merging every source.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub workers: usize,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub lease: Duration,
+    pub max_attempts: u32,
 }
 
 impl ServeArgs {
@@ -93,13 +148,16 @@ impl ServeArgs {
         let data_dir = self
             .data_dir
             .clone()
-            .or(file.data_dir)
+            .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let database = match self.database.as_ref().or(file.database.as_ref()) {
             Some(url) => parse_database(url)?,
             None => Database::Sqlite(data_dir.join("infinity.db")),
         };
-        let mut api = infinity_api::ApiConfig::default();
+        let mut api = infinity_api::ApiConfig {
+            bench_routes: self.bench_routes,
+            ..Default::default()
+        };
         if let Some(entries) = file.cache_entries {
             api.cache.entries = entries;
         }
@@ -123,12 +181,19 @@ impl ServeArgs {
             api.login_per_address.per_minute = rate;
             api.login_per_address.burst = rate;
         }
+        let jobs = self.jobs.resolve(&file)?;
+        let public_url = file.public_url.clone().unwrap_or_default();
+        if !public_url.is_empty() && !public_url.starts_with("http") {
+            bail!("invalid public_url = {public_url:?} in the settings file: expected http(s)://HOST[:PORT]");
+        }
         Ok(Settings {
             listen,
             data_dir,
             database,
             drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(0)),
             api,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            jobs,
         })
     }
 
@@ -144,13 +209,55 @@ impl ServeArgs {
     }
 }
 
+impl JobArgs {
+    fn resolve(&self, file: &FileSettings) -> anyhow::Result<JobSettings> {
+        let lease = self
+            .job_lease_seconds
+            .or(file.job_lease_seconds)
+            .unwrap_or(30);
+        if lease == 0 {
+            bail!("invalid job lease of 0 seconds (--job-lease-seconds): must be at least 1");
+        }
+        let max_attempts = self.job_max_attempts.or(file.job_max_attempts).unwrap_or(5);
+        if max_attempts == 0 {
+            bail!("invalid job max attempts of 0 (--job-max-attempts): must be at least 1");
+        }
+        Ok(JobSettings {
+            workers: self.workers.or(file.workers).unwrap_or(2),
+            smtp_url: self.smtp_url.clone().or(file.smtp_url.clone()),
+            mail_from: self
+                .mail_from
+                .clone()
+                .or(file.mail_from.clone())
+                .unwrap_or_else(|| "Infinity <no-reply@infinity.invalid>".to_string()),
+            lease: Duration::from_secs(lease),
+            max_attempts,
+        })
+    }
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
-        let message = e.message().to_string();
-        anyhow::anyhow!("invalid settings file {}: {message}", path.display())
+        // Syntax errors span several lines; one line reads better in a log.
+        let message = e.message().trim().lines().collect::<Vec<_>>().join(", ");
+        match e.span().and_then(|span| key_before(&text, span.start)) {
+            Some(key) => anyhow::anyhow!(
+                "invalid {key} in the settings file {}: {message}",
+                path.display()
+            ),
+            None => anyhow::anyhow!("invalid settings file {}: {message}", path.display()),
+        }
     })
+}
+
+/// Returns the key of the `key = value` line holding byte `offset`, so that
+/// a type error, whose message names only the types, also names the setting.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text.get(start..offset)?.split_once('=')?;
+    Some(key.trim()).filter(|key| !key.is_empty())
 }
 
 /// Parses `sqlite:PATH`, `sqlite://PATH` or a bare path.
@@ -210,6 +317,7 @@ mod tests {
             settings.database,
             Database::Sqlite(PathBuf::from(DEFAULT_DATA_DIR).join("infinity.db"))
         );
+        assert!(!settings.api.bench_routes);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub enum JobsCommand {
         /// Only jobs in this state: queued, running, done or dead
         #[arg(long)]
         state: Option<String>,
-        /// The most jobs to list
+        /// Maximum number of jobs to list
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },

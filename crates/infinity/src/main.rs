@@ -52,6 +52,7 @@ fn init_logging(format: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -66,8 +67,35 @@ async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Resu
     jobs::run_command(store.as_ref(), command).await
 }
 
-#[tokio::main]
-async fn main() {
+/// Fixes glibc's mmap threshold at 128 KiB. glibc raises the threshold after
+/// the first large buffer is freed, so later 19 MiB Argon2 buffers would come
+/// from the heap and stay resident after use; with a fixed threshold they are
+/// mapped and unmapped, and memory returns to the idle size.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold() {
+    // SAFETY: mallopt only changes allocator tuning and runs before any
+    // other thread starts.
+    let applied = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    if applied != 1 {
+        eprintln!(
+            "infinity: setting the malloc mmap threshold failed; memory may stay high after logins"
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
+
+fn main() {
+    fix_mmap_threshold();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run());
+}
+
+async fn run() {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {

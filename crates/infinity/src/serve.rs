@@ -1,6 +1,7 @@
 //! `infinity serve`: every role in one process; `infinity worker`: the job
 //! workers alone, against the same data.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -116,12 +117,9 @@ pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the start-up banner. A closed stdout (a supervisor that stopped
+/// reading) must not stop the server, so write errors are ignored.
 fn print_banner(settings: &Settings, address: SocketAddr) {
-    println!(
-        "Infinity {} serving http://{address}/api",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!("  data folder  {}", settings.data_dir.display());
     let mail = if settings.jobs.smtp_url.is_some() {
         "SMTP"
     } else {
@@ -131,11 +129,18 @@ fn print_banner(settings: &Settings, address: SocketAddr) {
         0 => "none in this process".to_string(),
         n => format!("{n} in this process"),
     };
-    println!(
-        "  tiers        database {}, cache in-process, sessions in the database,",
-        settings.database.describe()
+    let banner = format!(
+        "Infinity {} serving http://{address}/api\n  \
+         data folder  {}\n  \
+         tiers        database {}, cache in-process, sessions in the database,\n               \
+         jobs embedded queue ({workers}), media local folder, e-mail {mail}\n",
+        env!("CARGO_PKG_VERSION"),
+        settings.data_dir.display(),
+        settings.database.describe(),
     );
-    println!("               jobs embedded queue ({workers}), media local folder, e-mail {mail}");
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn spawn_limiter_cleanup(state: AppState) {

@@ -59,8 +59,16 @@ impl TestServer {
 
     /// Sends a request to `/api{path}` and checks the reply against the
     /// OpenAPI document's schema for that operation and status.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut request = self.client.request(method.clone(), format!("{}/api{path}", self.base));
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}/api{path}", self.base));
         if let Some(token) = token {
             request = request.header("Authorization", format!("Token {token}"));
         }
@@ -82,10 +90,17 @@ impl TestServer {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("{status} body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+                panic!(
+                    "{status} body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
             })
         };
-        Reply { status, body, headers }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -114,13 +129,24 @@ impl TestServer {
                 json!({"user": {"username": name, "email": format!("{name}@example.com"), "password": format!("password-{name}")}}),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "register {name}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "register {name}: {}",
+            reply.body
+        );
         reply.body["user"]["token"].as_str().unwrap().to_string()
     }
 
     /// Sends `body` as raw bytes with a JSON content type to `/api{path}` and
     /// checks the reply against the document, like [`TestServer::call`].
-    pub async fn call_raw(&self, method: Method, path: &str, token: Option<&str>, body: &str) -> Reply {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Reply {
         let mut request = self
             .client
             .request(method.clone(), format!("{}/api{path}", self.base))
@@ -136,8 +162,12 @@ impl TestServer {
 
     /// Logs in with an e-mail address and password and returns the reply.
     pub async fn login(&self, email: &str, password: &str) -> Reply {
-        self.post("/users/login", None, json!({"user": {"email": email, "password": password}}))
-            .await
+        self.post(
+            "/users/login",
+            None,
+            json!({"user": {"email": email, "password": password}}),
+        )
+        .await
     }
 
     /// Creates an article and returns its slug.
@@ -149,9 +179,29 @@ impl TestServer {
                 json!({"article": {"title": title, "description": "about it", "body": "the text", "tagList": tags}}),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "create {title}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "create {title}: {}",
+            reply.body
+        );
         reply.body["article"]["slug"].as_str().unwrap().to_string()
     }
+}
+
+/// Runs every future on its own task, so they run in parallel on a
+/// multi-threaded runtime, and returns their outputs in order.
+pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("the task finished without a panic"));
+    }
+    outputs
 }
 
 /// Asserts that a 4xx body is the RealWorld error body and that one of its
@@ -162,7 +212,9 @@ pub fn assert_error(reply: &Reply, status: u16, needle: &str) {
         .as_array()
         .unwrap_or_else(|| panic!("no errors.body in {}", reply.body));
     assert!(
-        messages.iter().any(|m| m.as_str().unwrap_or("").contains(needle)),
+        messages
+            .iter()
+            .any(|m| m.as_str().unwrap_or("").contains(needle)),
         "no message contains {needle:?}: {messages:?}"
     );
 }
@@ -170,14 +222,19 @@ pub fn assert_error(reply: &Reply, status: u16, needle: &str) {
 /// Asserts that `text` is RFC 3339 UTC with milliseconds, such as
 /// `2026-01-01T00:00:00.007Z`.
 pub fn assert_timestamp(text: &Value) {
-    let text = text.as_str().unwrap_or_else(|| panic!("{text} is not a string"));
+    let text = text
+        .as_str()
+        .unwrap_or_else(|| panic!("{text} is not a string"));
     let pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
     let fits = text.len() == pattern.len()
         && text.chars().zip(pattern.chars()).all(|(c, p)| match p {
             'd' => c.is_ascii_digit(),
             other => c == other,
         });
-    assert!(fits, "{text:?} is not a timestamp like 2026-01-01T00:00:00.007Z");
+    assert!(
+        fits,
+        "{text:?} is not a timestamp like 2026-01-01T00:00:00.007Z"
+    );
 }
 
 /// Returns the slugs of a list reply's articles, in order.
@@ -217,9 +274,13 @@ fn template(path: &str) -> Option<String> {
 /// the schema.
 pub fn check_schema(method: &Method, path: &str, reply: &Reply) {
     let document = openapi_document();
-    let template = template(path).unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"));
+    let template =
+        template(path).unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"));
     let operation = &document["paths"][&template][method.as_str().to_lowercase()];
-    assert!(operation.is_object(), "{method} {template} is not in the OpenAPI document");
+    assert!(
+        operation.is_object(),
+        "{method} {template} is not in the OpenAPI document"
+    );
     let mut response = &operation["responses"][reply.status.as_str()];
     assert!(
         response.is_object(),
@@ -233,16 +294,19 @@ pub fn check_schema(method: &Method, path: &str, reply: &Reply) {
     }
     let schema = &response["content"]["application/json"]["schema"];
     if schema.is_null() {
-        assert!(reply.body.is_null(), "{method} {template} {} has a body: {}", reply.status, reply.body);
+        assert!(
+            reply.body.is_null(),
+            "{method} {template} {} has a body: {}",
+            reply.status,
+            reply.body
+        );
         return;
     }
     let validator = validator_for(schema);
     if let Err(error) = validator.validate(&reply.body) {
         panic!(
             "{method} {template} {} breaks the schema: {error} at {}\nbody: {}",
-            reply.status,
-            error.instance_path,
-            reply.body
+            reply.status, error.instance_path, reply.body
         );
     }
 }
@@ -255,4 +319,117 @@ fn validator_for(schema: &Value) -> jsonschema::Validator {
         .should_validate_formats(true)
         .build(&root)
         .expect("the document's schemas compile")
+}
+
+// Photo uploads: a server with uploads enabled, an in-process worker that
+// makes the variants, and a multipart upload helper.
+
+/// Stops the in-process worker of [`TestServer::start_media_worker`] when
+/// dropped.
+pub struct WorkerGuard(tokio::sync::watch::Sender<bool>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl TestServer {
+    /// Starts a server with photo uploads enabled under `limits`. Objects go
+    /// to the `objects` folder of the server's data folder.
+    pub async fn start_with_uploads(limits: infinity_media::Limits) -> Self {
+        let data = tempfile::tempdir().expect("temporary folder");
+        let store = Arc::new(
+            SqliteStore::open(&data.path().join("test.db"), SqliteOptions::default())
+                .await
+                .expect("open the test database"),
+        );
+        let uploads = infinity_api::uploads::UploadSettings {
+            objects: Arc::new(infinity_jobs::objects::LocalFolder::new(
+                data.path().join("objects"),
+            )),
+            limits,
+            check_timeout: std::time::Duration::from_secs(30),
+            public_url: String::new(),
+        };
+        let state =
+            AppState::new(store.clone(), store.clone(), ApiConfig::default()).with_uploads(uploads);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            base: format!("http://{address}"),
+            client: reqwest::Client::new(),
+            store,
+            _data: data,
+        }
+    }
+
+    /// The server's data folder: `test.db` and, with uploads, `objects/`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
+    /// Runs a `media.variants` worker over the server's database and
+    /// objects until the guard is dropped.
+    pub fn start_media_worker(&self) -> WorkerGuard {
+        use infinity_jobs::handlers::{MakeVariants, MAKE_VARIANTS};
+        use infinity_jobs::{Worker, WorkerConfig};
+
+        let config = WorkerConfig {
+            poll_interval: std::time::Duration::from_millis(20),
+            ..WorkerConfig::default()
+        };
+        let handler = MakeVariants {
+            store: self.store.clone(),
+            objects: Arc::new(infinity_jobs::objects::LocalFolder::new(
+                self.data_dir().join("objects"),
+            )),
+            limits: infinity_media::Limits::default(),
+            timeout: std::time::Duration::from_secs(120),
+        };
+        let worker = Worker::new(self.store.clone(), config).handle(MAKE_VARIANTS, handler);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(Arc::new(worker).run(stopped));
+        WorkerGuard(stop)
+    }
+
+    /// Posts `form` to `/api/uploads` and checks the reply against the
+    /// OpenAPI document.
+    pub async fn upload_form(&self, token: Option<&str>, form: reqwest::multipart::Form) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}/api/uploads", self.base))
+            .multipart(form);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Token {token}"));
+        }
+        let reply = self.send(request).await;
+        check_schema(&Method::POST, "/uploads", &reply);
+        reply
+    }
+
+    /// Uploads `bytes` as the multipart field `file`, with the given file
+    /// name and content type.
+    pub async fn upload(
+        &self,
+        token: Option<&str>,
+        file_name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Reply {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(file_name.to_string())
+            .mime_str(content_type)
+            .expect("a valid content type");
+        self.upload_form(token, reqwest::multipart::Form::new().part("file", part))
+            .await
+    }
 }
