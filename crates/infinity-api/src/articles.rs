@@ -267,7 +267,12 @@ async fn create(
     let created = state.reads.store().create_article(auth.id, new).await?;
     state
         .reads
-        .article_changed(created.id, created.author_id, &[&created.slug], &created.tags)
+        .article_changed(
+            created.id,
+            created.author_id,
+            &[&created.slug],
+            &created.tags,
+        )
         .await;
     tracing::info!(article_id = created.id, slug = %created.slug, "article created");
     let body = article_body(&state, Some(auth.id), created.id).await?;

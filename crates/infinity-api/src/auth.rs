@@ -27,7 +27,9 @@ fn hashing_permits() -> &'static Semaphore {
 }
 
 /// Runs one Argon2 computation on a blocking thread, waiting for a permit.
-async fn run_argon2<T: Send + 'static>(work: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+async fn run_argon2<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
     let _permit = hashing_permits()
         .acquire()
         .await

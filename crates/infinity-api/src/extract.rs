@@ -28,7 +28,7 @@ where
         let value = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            if inner.is_syntax() || inner.is_eof() || path == "." {
+            if inner.is_syntax() || inner.is_eof() || path == "." || path.starts_with('[') {
                 ApiError::invalid(format!(
                     "body is not valid JSON of the expected shape: {inner}"
                 ))

@@ -249,7 +249,9 @@ impl Reads {
                 found.insert(article.id, article);
             }
             for (id, snapshot) in missing {
-                self.articles.prime(id, snapshot, found.get(&id).cloned()).await;
+                self.articles
+                    .prime(id, snapshot, found.get(&id).cloned())
+                    .await;
             }
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
@@ -356,8 +358,13 @@ impl Reads {
     /// An article was deleted: beyond [`Reads::article_changed`], its
     /// comments go, and every user's favourites may have held it.
     pub async fn article_deleted(&self, article: &ArticleRecord) {
-        self.article_changed(article.id, article.author_id, &[&article.slug], &article.tags)
-            .await;
+        self.article_changed(
+            article.id,
+            article.author_id,
+            &[&article.slug],
+            &article.tags,
+        )
+        .await;
         self.comments.invalidate(&article.id).await;
         self.favorites.invalidate_all();
     }

@@ -4,7 +4,8 @@
 const MAX_STEM: usize = 80;
 
 /// Derives a slug stem from a title. Titles in any script are transliterated
-/// to ASCII; a title that leaves nothing (emoji only, say) gets `article`.
+/// to ASCII (emoji become their names); a title that leaves nothing, such as
+/// one of only spaces or invisible characters, gets `article`.
 pub fn stem(title: &str) -> String {
     let full = slug::slugify(title);
     let mut stem = String::with_capacity(MAX_STEM);
@@ -59,7 +60,12 @@ mod tests {
         assert_eq!(stem("Привет мир"), "privet-mir");
         assert!(!stem("東京の写真").is_empty());
         assert_ne!(stem("東京の写真"), "article");
-        assert_eq!(stem("🙂🙂"), "article");
+        // deunicode names emoji, so an emoji title still gives words.
+        assert!(stem("🙂🙂")
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-'));
+        assert!(!stem("🙂🙂").is_empty());
+        assert_eq!(stem("\u{200b}"), "article");
         assert_eq!(stem("   "), "article");
     }
 

@@ -586,8 +586,9 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id IN ("));
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id IN ("
+        ));
         let mut list = query.separated(", ");
         for id in ids {
             list.push_bind(*id);
