@@ -170,7 +170,8 @@ async fn article_body(state: &AppState, viewer: Option<Id>, id: Id) -> ApiResult
     Ok(Json(json!({ "article": view })))
 }
 
-async fn article_id(state: &AppState, slug: &str) -> ApiResult<Id> {
+/// Finds the id of the article behind `slug`, or a 404.
+pub(crate) async fn article_id(state: &AppState, slug: &str) -> ApiResult<Id> {
     state
         .reads
         .article_id(slug)

@@ -8,6 +8,7 @@ use infinity_store::{Id, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::articles::article_id;
 use crate::auth::{AuthUser, MaybeUser};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
@@ -28,14 +29,6 @@ struct Envelope {
 #[derive(Deserialize)]
 struct CommentInput {
     body: String,
-}
-
-async fn article_id(state: &AppState, slug: &str) -> ApiResult<Id> {
-    state
-        .reads
-        .article_id(slug)
-        .await?
-        .ok_or(ApiError::NotFound("article"))
 }
 
 /// `GET /api/articles/{slug}/comments`, oldest first.
