@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 415: a file of a kind that is recognised but not supported.
     #[error("{0}")]
     Unsupported(String),
+    /// 416: a byte range that starts past the end.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// 503: a feature this node is not configured for.
     #[error("{0}")]
     Unavailable(String),
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -23,7 +23,14 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| ApiError::invalid(format!("body: {}", rejection.body_text())))?;
+            .map_err(|rejection| {
+                let message = format!("body: {}", rejection.body_text());
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(message)
+                } else {
+                    ApiError::invalid(message)
+                }
+            })?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
             let path = error.path().to_string();

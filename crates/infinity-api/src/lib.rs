@@ -30,6 +30,11 @@ use infinity_store::{SessionStore, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// How long a client may take to send a request body, so that a slow or
+/// stalled client cannot hold a connection open.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::error::ApiResult;
@@ -165,6 +170,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(telemetry::record_metrics))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::new())
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(cors)
         .with_state(state);
     telemetry::layers(router)

@@ -28,7 +28,14 @@ fn parse_request(digest: &str, variant: &str) -> Option<u32> {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let size = variant.strip_prefix(infinity_jobs::objects::PIPELINE_VERSION)?;
     let size = size.strip_prefix('-')?;
-    if !hex || size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || size.len() > 5 {
+    // One spelling per size, so each variant has exactly one URL.
+    let canonical = !size.starts_with('0');
+    if !hex
+        || !canonical
+        || size.is_empty()
+        || !size.bytes().all(|b| b.is_ascii_digit())
+        || size.len() > 5
+    {
         return None;
     }
     size.parse().ok()
@@ -121,14 +128,17 @@ fn ranged(headers: &HeaderMap, bytes: Vec<u8>) -> Response {
         // Several ranges: the whole object is a valid response, and simpler
         // for every client than a multipart/byteranges body.
         Ok(_) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
-        Err(_) => (
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            [(
+        Err(_) => {
+            let error = ApiError::RangeNotSatisfiable(format!(
+                "range: the requested range starts past the end of the {length} bytes"
+            ));
+            let mut response = error.into_response();
+            response.headers_mut().insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{length}")).expect("ascii"),
-            )],
-        )
-            .into_response(),
+            );
+            response
+        }
     }
 }
 
@@ -140,7 +150,15 @@ mod tests {
     fn only_versioned_variant_names_parse() {
         let digest = "ab".repeat(32);
         assert_eq!(parse_request(&digest, "v1-640"), Some(640));
-        for bad in ["v1-", "v2-640", "640", "v1-64a", "v1-../x", "v1-1234567"] {
+        for bad in [
+            "v1-",
+            "v2-640",
+            "640",
+            "v1-64a",
+            "v1-../x",
+            "v1-1234567",
+            "v1-0640",
+        ] {
             assert_eq!(parse_request(&digest, bad), None, "{bad:?} accepted");
         }
         assert_eq!(parse_request("../../etc", "v1-640"), None);

@@ -98,6 +98,11 @@ fn length(field: &str, value: &str, min: usize, max: usize) -> Result<(), String
 /// Usernames appear in URLs, so they hold letters, digits, `_`, `-` and `.`.
 pub fn username(value: &str) -> Result<String, String> {
     let value = line("username", value, 1, MAX_USERNAME)?;
+    // Clients resolve `.` and `..` path segments, so such a profile URL
+    // could never be reached.
+    if value.chars().all(|c| c == '.') {
+        return Err("username must contain a letter or digit".to_string());
+    }
     if !value
         .chars()
         .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -197,7 +202,7 @@ mod tests {
     #[test]
     fn username_rules() {
         assert_eq!(username("jöhn_d.o-e1").unwrap(), "jöhn_d.o-e1");
-        for bad in ["", "a b", "a/b", "a?b", &"x".repeat(41)] {
+        for bad in ["", "a b", "a/b", "a?b", ".", "..", &"x".repeat(41)] {
             assert!(username(bad).is_err(), "{bad:?} accepted");
         }
     }

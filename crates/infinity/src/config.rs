@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./infinity-data";
 pub const DEFAULT_CONFIG_FILE: &str = "infinity.toml";
+/// The most jobs one process runs at once; each may hold a decoded photo.
+pub const MAX_WORKERS: usize = 64;
 
 /// Flags shared by the roles that serve HTTP.
 #[derive(Args, Debug, Clone, Default)]
@@ -222,8 +224,12 @@ impl JobArgs {
         if max_attempts == 0 {
             bail!("invalid job max attempts of 0 (--job-max-attempts): must be at least 1");
         }
+        let workers = self.workers.or(file.workers).unwrap_or(2);
+        if workers > MAX_WORKERS {
+            bail!("invalid workers = {workers} (--workers): the maximum is {MAX_WORKERS}");
+        }
         Ok(JobSettings {
-            workers: self.workers.or(file.workers).unwrap_or(2),
+            workers,
             smtp_url: self.smtp_url.clone().or(file.smtp_url.clone()),
             mail_from: self
                 .mail_from

@@ -1,6 +1,7 @@
 //! Background work in this process (`serve`, `worker`) and the operator's
 //! `infinity jobs` command.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +94,23 @@ pub enum JobsCommand {
     Counts,
 }
 
+/// Runs an `infinity jobs` subcommand, printing to stdout. A closed stdout
+/// (as in `infinity jobs list | head`) ends the listing quietly.
 pub async fn run_command(queue: &dyn JobQueue, command: JobsCommand) -> anyhow::Result<()> {
+    match print_command(queue, command).await {
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn print_command(queue: &dyn JobQueue, command: JobsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     match command {
         JobsCommand::List { state, limit } => {
             let state = match state.as_deref() {
@@ -103,32 +120,34 @@ pub async fn run_command(queue: &dyn JobQueue, command: JobsCommand) -> anyhow::
                 None => None,
             };
             let jobs = queue.jobs(state, limit).await?;
-            println!(
+            writeln!(
+                out,
                 "{:<18} {:<20} {:<8} {:>8}  last error",
                 "id", "kind", "state", "attempts"
-            );
+            )?;
             for job in jobs {
-                println!(
+                writeln!(
+                    out,
                     "{:<18} {:<20} {:<8} {:>8}  {}",
                     job.id,
                     job.kind,
                     job.state.as_str(),
                     job.attempts,
                     job.last_error.unwrap_or_default()
-                );
+                )?;
             }
         }
         JobsCommand::Retry { id } => {
             anyhow::ensure!(queue.retry(id).await?, "job {id} is not a dead job");
-            println!("job {id} queued again");
+            writeln!(out, "job {id} queued again")?;
         }
         JobsCommand::Discard { id } => {
             anyhow::ensure!(queue.discard(id).await?, "job {id} is not a dead job");
-            println!("job {id} discarded");
+            writeln!(out, "job {id} discarded")?;
         }
         JobsCommand::Counts => {
             for (state, count) in queue.counts().await? {
-                println!("{:<8} {count}", state.as_str());
+                writeln!(out, "{:<8} {count}", state.as_str())?;
             }
         }
     }

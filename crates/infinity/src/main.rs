@@ -63,6 +63,13 @@ fn init_logging(format: &str) {
 
 async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Result<()> {
     let settings = target.resolve()?;
+    let config::Database::Sqlite(path) = &settings.database;
+    if !path.exists() {
+        anyhow::bail!(
+            "no database at {}: pass the --data-dir or --database of the service, before the subcommand",
+            path.display()
+        );
+    }
     let store = serve::open_store(&settings).await?;
     jobs::run_command(store.as_ref(), command).await
 }
