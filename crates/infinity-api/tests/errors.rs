@@ -55,7 +55,7 @@ async fn oversized_body_is_rejected() {
     let token = server.register("alice").await;
     let body = json!({"article": {"title": "Big", "description": "d", "body": "x".repeat(2048)}});
     let reply = server.post("/articles", Some(&token), body).await;
-    assert_error(&reply, 422, "body");
+    assert_error(&reply, 413, "body");
     let list = server.get("/articles", None).await;
     assert_eq!(list.body["articlesCount"], 0);
 }
