@@ -119,7 +119,7 @@ struct ArticleUpdate {
     images: Option<Vec<Id>>,
 }
 
-/// The most photos one article shows.
+/// The maximum number of photos one article shows.
 pub const MAX_IMAGES: usize = 20;
 
 /// Resolves upload ids to image references; each upload must be `user`'s

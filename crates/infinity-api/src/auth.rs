@@ -73,7 +73,7 @@ pub fn new_token() -> (String, String) {
     (token, digest)
 }
 
-/// The SHA-256 of a token in hex: what the session store keeps.
+/// Computes the SHA-256 of a token in hex, the key the session store keeps.
 pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

@@ -47,7 +47,7 @@ async fn list(
     Ok(Json(json!({ "comments": views })))
 }
 
-/// `POST /api/articles/{slug}/comments`. The specification answers 200.
+/// `POST /api/articles/{slug}/comments`. The specification's status is 200.
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,

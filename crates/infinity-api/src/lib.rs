@@ -75,7 +75,7 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler shares. Cloning is cheap.
+/// The state every handler shares. Cloning is cheap.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
@@ -120,7 +120,7 @@ impl AppState {
         self
     }
 
-    /// The upload settings, or a 503 on a node without them.
+    /// Returns the upload settings, or a 503 on a node without them.
     pub fn uploads(&self) -> ApiResult<&uploads::UploadSettings> {
         self.0.uploads.as_ref().ok_or_else(|| {
             error::ApiError::Unavailable("photo uploads are not enabled on this node".into())

@@ -33,12 +33,13 @@ pub fn openapi_document() -> &'static Value {
     })
 }
 
-/// The process is alive.
+/// Reports that the process is alive.
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The process can serve: its database answers and it is not shutting down.
+/// Reports whether the process can serve: its database responds and it is
+/// not shutting down.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.reads.store();
     let database = match store.ping().await {

@@ -15,7 +15,7 @@ use infinity_store::{SessionStore, StoreError};
 /// cover; deeper pages and filtered lists always query the store.
 pub const CACHED_LIST_DEPTH: u32 = 100;
 
-/// The most tags that `GET /api/tags` returns, most used first.
+/// The maximum number of tags that `GET /api/tags` returns, most used first.
 pub const MAX_TAGS_LISTED: u32 = 200;
 
 /// Cache sizes and lifetimes.
@@ -54,7 +54,7 @@ pub struct Reads {
     author_articles: ReadThrough<Id, Arc<Vec<Id>>>,
     /// Every article id with a tag, newest first.
     tag_articles: ReadThrough<String, Arc<Vec<Id>>>,
-    /// An article's comments, oldest first.
+    /// Returns an article's comments, oldest first.
     comments: ReadThrough<Id, Arc<Vec<CommentRecord>>>,
 }
 
@@ -147,7 +147,7 @@ impl Reads {
             .await
     }
 
-    /// A newest-first page of articles. The first pages of the unfiltered
+    /// Returns a newest-first page of articles. The first pages of the unfiltered
     /// list, and every page of a list filtered by one of tag, author or
     /// favourited, come from cached id lists.
     pub async fn list(
@@ -203,7 +203,7 @@ impl Reads {
         Ok((articles, total))
     }
 
-    /// A newest-first page of the articles by the users that `user` follows,
+    /// Returns a newest-first page of the articles by the users that `user` follows,
     /// with their total. The page is merged in memory from each followee's
     /// cached article ids, so a warm feed sends no query to the store.
     pub async fn feed(&self, user: Id, page: Page) -> Shared<(Vec<ArticleRecord>, u64)> {
@@ -257,7 +257,7 @@ impl Reads {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    /// Every article id with `tag`, newest first.
+    /// Returns every article id with `tag`, newest first.
     pub async fn tag_articles(&self, tag: &str) -> Shared<Arc<Vec<Id>>> {
         let key = tag.to_string();
         self.tag_articles
@@ -280,7 +280,7 @@ impl Reads {
         self.comments.invalidate(&article).await;
     }
 
-    /// Every article id of `author`, newest first.
+    /// Returns every article id of `author`, newest first.
     pub async fn author_articles(&self, author: Id) -> Shared<Arc<Vec<Id>>> {
         self.author_articles
             .get_or_load(&author, || async move {
@@ -306,7 +306,7 @@ impl Reads {
             .await
     }
 
-    /// Every article `user` has favourited.
+    /// Returns every article `user` has favourited.
     pub async fn favorites(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
         self.favorites
             .get_or_load(&user, || async move {
@@ -339,9 +339,9 @@ impl Reads {
         self.articles.invalidate(&article).await;
     }
 
-    /// An article by `author` was created, edited or deleted: `slugs` are its
-    /// old and new slugs.
-    /// `tags` are its old and new tags.
+    /// Invalidates what an article by `author` changed when it was created,
+    /// edited or deleted. `slugs` are its old and new slugs, and `tags` its old
+    /// and new tags.
     pub async fn article_changed(&self, id: Id, author: Id, slugs: &[&str], tags: &[String]) {
         self.articles.invalidate(&id).await;
         self.author_articles.invalidate(&author).await;
@@ -355,7 +355,7 @@ impl Reads {
         self.tags.invalidate(&()).await;
     }
 
-    /// An article was deleted: beyond [`Reads::article_changed`], its
+    /// Invalidates what a deleted article changed: beyond [`Reads::article_changed`], its
     /// comments go, and every user's favourites may have held it.
     pub async fn article_deleted(&self, article: &ArticleRecord) {
         self.article_changed(

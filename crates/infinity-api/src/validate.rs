@@ -133,7 +133,7 @@ pub fn password(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-/// An image is an absolute http(s) URL, or empty to remove it.
+/// Checks an image URL: an absolute http(s) URL, or empty to remove it.
 pub fn image_url(value: &str) -> Result<String, String> {
     let value = line("image", value, 0, MAX_IMAGE_URL)?;
     let web = value.starts_with("https://") || value.starts_with("http://");

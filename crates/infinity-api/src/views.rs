@@ -85,7 +85,7 @@ pub struct CommentView {
     pub author: ProfileView,
 }
 
-/// What the viewer of a response is: anonymous, or a user with their
+/// The viewer of a response: anonymous, or a user with their
 /// follows and favourites.
 #[derive(Default)]
 pub struct Viewer {
@@ -114,7 +114,7 @@ impl AppState {
         })
     }
 
-    /// The profile of user `id` as `viewer` sees it.
+    /// Builds the profile of user `id` as `viewer` is shown it.
     pub async fn profile_view(&self, viewer: &Viewer, id: Id) -> ApiResult<ProfileView> {
         let profile = self
             .reads

@@ -23,7 +23,7 @@ use moka::Expiry;
 /// counter, so memory stays fixed and a collision costs only a reload.
 const STRIPES: usize = 4096;
 
-/// How many times a read retries when every load it sees is already stale.
+/// How many times a read retries when every load it finds is already stale.
 const MAX_STALE_RETRIES: usize = 3;
 
 /// Settings for one [`ReadThrough`] cache.

@@ -17,7 +17,7 @@ pub const WELCOME_EMAIL: &str = "email.welcome";
 pub const NEW_FOLLOWER_EMAIL: &str = "email.new_follower";
 pub const MAKE_VARIANTS: &str = "media.variants";
 
-/// The job that makes the variants of upload `id`.
+/// Builds the job that makes the variants of upload `id`.
 pub fn make_variants(id: Id) -> NewJob {
     NewJob {
         kind: MAKE_VARIANTS.into(),
@@ -71,7 +71,7 @@ impl Handler for WelcomeEmail {
     }
 }
 
-/// `email.new_follower`: tells a user who started following them.
+/// `email.new_follower`: e-mails a user the name of their new follower.
 pub struct NewFollowerEmail {
     pub mailer: Arc<Mailer>,
     pub store: Arc<dyn Store>,
@@ -121,7 +121,7 @@ pub struct MakeVariants {
     pub store: Arc<dyn Store>,
     pub objects: Arc<dyn ObjectStore>,
     pub limits: Limits,
-    /// The longest a decode and resize may take before the job fails.
+    /// The maximum time a decode and resize may take before the job fails.
     pub timeout: Duration,
 }
 

@@ -21,7 +21,7 @@ pub enum MailError {
     Outbox(#[from] std::io::Error),
 }
 
-/// Where mail goes.
+/// The destination of outgoing mail.
 pub enum Transport {
     /// One `<key>.eml` file per message in this folder.
     Outbox(PathBuf),

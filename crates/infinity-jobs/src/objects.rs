@@ -14,17 +14,17 @@ pub const PIPELINE_VERSION: &str = "v1";
 /// The variant sizes made for every upload: the longest side in pixels.
 pub const VARIANT_SIZES: [u32; 3] = [1280, 640, 160];
 
-/// The key of an upload's original bytes.
+/// Returns the key of an upload's original bytes.
 pub fn original_key(digest: &str) -> String {
     format!("originals/{}/{digest}", &digest[..2])
 }
 
-/// The key of one variant of an upload.
+/// Returns the key of one variant of an upload.
 pub fn variant_key(digest: &str, size: u32) -> String {
     format!("media/{}/{digest}/{PIPELINE_VERSION}-{size}", &digest[..2])
 }
 
-/// The public URL path of one variant.
+/// Returns the public URL path of one variant.
 pub fn variant_path(digest: &str, size: u32) -> String {
     format!("/media/{digest}/{PIPELINE_VERSION}-{size}")
 }

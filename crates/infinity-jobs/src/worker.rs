@@ -12,7 +12,7 @@ use infinity_store::{JobQueue, JobRecord};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-/// Why a job failed.
+/// The cause of a job's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// A cause that may pass (a server down, a timeout): retry later.
@@ -66,7 +66,7 @@ pub struct Worker {
     name: String,
 }
 
-/// The delay before retry number `attempt` (1 for the first retry): doubled
+/// Computes the delay before retry number `attempt` (1 for the first retry): doubled
 /// per attempt, capped, then cut to a random point in its upper half so
 /// that jobs that failed together do not retry together.
 pub fn backoff(config: &WorkerConfig, attempt: u32) -> Duration {
@@ -235,11 +235,14 @@ mod tests {
         };
         for _ in 0..100 {
             let first = backoff(&config, 1);
-            assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2));
+            assert!(first >= Duration::from_secs(1));
+            assert!(first <= Duration::from_secs(2));
             let third = backoff(&config, 3);
-            assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(8));
+            assert!(third >= Duration::from_secs(4));
+            assert!(third <= Duration::from_secs(8));
             let late = backoff(&config, 30);
-            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60));
+            assert!(late >= Duration::from_secs(30));
+            assert!(late <= Duration::from_secs(60));
         }
     }
 }

@@ -77,10 +77,10 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn take(&self, worker: &str, lease: Duration) -> StoreResult<Option<JobRecord>>;
     /// Extends the lease; false when `worker` no longer holds the job.
     async fn extend(&self, id: Id, worker: &str, lease: Duration) -> StoreResult<bool>;
-    /// Marks the job done; false when `worker` no longer holds it.
+    /// Marks the job done. Returns false when `worker` no longer has the lease.
     async fn complete(&self, id: Id, worker: &str) -> StoreResult<bool>;
     /// Records a failure: the job runs again at `retry_at`, or becomes dead
-    /// when that is `None`. False when `worker` no longer holds it.
+    /// when that is `None`. Returns false when `worker` no longer has the lease.
     async fn fail(
         &self,
         id: Id,
@@ -94,7 +94,7 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn retry(&self, id: Id) -> StoreResult<bool>;
     /// Deletes a dead job; false if it is not dead.
     async fn discard(&self, id: Id) -> StoreResult<bool>;
-    /// The number of jobs in each state.
+    /// Counts the jobs in each state.
     async fn counts(&self) -> StoreResult<Vec<(JobState, u64)>>;
 }
 

@@ -27,7 +27,7 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the engine's name, for the start-up banner and `/readyz`.
     fn engine(&self) -> &'static str;
 
-    /// Checks that the database answers a trivial query.
+    /// Checks that the database responds to a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Connection pools as (name, open connections, idle connections), for

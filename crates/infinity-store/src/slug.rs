@@ -1,6 +1,6 @@
 //! URL slugs for article titles in any script.
 
-/// The longest slug stem, in bytes, before a uniqueness suffix.
+/// The maximum length of a slug stem, in bytes, before a uniqueness suffix.
 const MAX_STEM: usize = 80;
 
 /// Derives a slug stem from a title. Titles in any script are transliterated

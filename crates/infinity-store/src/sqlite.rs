@@ -117,6 +117,15 @@ pub(crate) fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
 }
 
+/// Turns the row count of a write that targets one row by its key into
+/// [`StoreError::NotFound`] when there was no such row.
+fn one_row(rows_affected: u64) -> StoreResult<()> {
+    if rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// Maps a unique-index violation to the field it protects.
 fn map_unique(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error {
@@ -645,15 +654,12 @@ impl Store for SqliteStore {
 
     async fn delete_article(&self, id: Id) -> StoreResult<()> {
         count_query("delete_article");
-        let deleted = sqlx::query("DELETE FROM articles WHERE id = ?")
+        let rows = sqlx::query("DELETE FROM articles WHERE id = ?")
             .bind(id)
             .execute(&self.writer)
             .await?
             .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        one_row(rows)
     }
 
     async fn list_articles(&self, filter: &ArticleFilter, page: Page) -> StoreResult<ArticlePage> {
@@ -799,15 +805,12 @@ impl Store for SqliteStore {
 
     async fn delete_comment(&self, id: Id) -> StoreResult<()> {
         count_query("delete_comment");
-        let deleted = sqlx::query("DELETE FROM comments WHERE id = ?")
+        let rows = sqlx::query("DELETE FROM comments WHERE id = ?")
             .bind(id)
             .execute(&self.writer)
             .await?
             .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        one_row(rows)
     }
 
     async fn create_upload(
@@ -858,7 +861,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         count_query("finish_upload");
         let variants = serde_json::to_string(&variants).expect("variants serialize");
-        let updated = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE uploads SET state = 'ready', variants = ?, note = ?, error = NULL, \
                updated_at = ? WHERE id = ?",
         )
@@ -869,15 +872,12 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        one_row(rows)
     }
 
     async fn fail_upload(&self, id: Id, error: &str) -> StoreResult<()> {
         count_query("fail_upload");
-        let updated = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE uploads SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
         )
         .bind(error)
@@ -886,10 +886,7 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        one_row(rows)
     }
 }
 

@@ -13,7 +13,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./infinity-data";
 pub const DEFAULT_CONFIG_FILE: &str = "infinity.toml";
-/// The most jobs one process runs at once; each may hold a decoded photo.
+/// The maximum number of jobs one process runs at once, because each may keep a
+/// decoded photo in memory.
 pub const MAX_WORKERS: usize = 64;
 
 /// Flags shared by the roles that serve HTTP.
@@ -98,7 +99,7 @@ struct FileSettings {
     job_max_attempts: Option<u32>,
 }
 
-/// Where the data lives.
+/// The database engine and its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
@@ -315,7 +316,7 @@ mod tests {
             config: None,
             ..Default::default()
         };
-        // Tests run in the crate's folder, which holds no infinity.toml.
+        // Tests run in the crate's folder, which contains no infinity.toml.
         let settings = args.resolve().unwrap();
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));

@@ -76,7 +76,7 @@ async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Resu
 
 /// Fixes glibc's mmap threshold at 128 KiB. glibc raises the threshold after
 /// the first large buffer is freed, so later 19 MiB Argon2 buffers would come
-/// from the heap and stay resident after use; with a fixed threshold they are
+/// from the heap and stay resident after use. With a fixed threshold they are
 /// mapped and unmapped, and memory returns to the idle size.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn fix_mmap_threshold() {
