@@ -96,6 +96,9 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests(seconds) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
             _ => {}
         }
         response
@@ -109,6 +112,10 @@ impl From<StoreError> for ApiError {
                 ApiError::invalid(format!("{} has already been taken", field.name()))
             }
             StoreError::NotFound => ApiError::NotFound("record"),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -119,6 +126,9 @@ impl From<Arc<StoreError>> for ApiError {
     fn from(error: Arc<StoreError>) -> Self {
         match Arc::try_unwrap(error) {
             Ok(error) => error.into(),
+            Err(shared) if shared.is_unavailable() => {
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
             Err(shared) => ApiError::Internal(shared.to_string()),
         }
     }

@@ -5,6 +5,7 @@ mod articles;
 pub mod auth;
 mod bench;
 mod comments;
+pub mod consistency;
 pub mod error;
 mod extract;
 mod media;
@@ -89,6 +90,8 @@ pub struct Shared {
     /// Set when shutdown begins, so `/readyz` fails before the listener
     /// closes and a load balancer stops sending requests.
     pub draining: AtomicBool,
+    /// Each session's last write position, for read-your-writes.
+    pub positions: consistency::SessionPositions,
 }
 
 impl std::ops::Deref for AppState {
@@ -109,6 +112,7 @@ impl AppState {
             metrics: telemetry::prometheus(),
             uploads: None,
             draining: AtomicBool::new(false),
+            positions: consistency::SessionPositions::default(),
         }))
     }
 
@@ -167,6 +171,10 @@ pub fn app(state: AppState) -> Router {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            consistency::scope_requests,
+        ))
         .layer(axum::middleware::from_fn(telemetry::record_metrics))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::new())

@@ -55,6 +55,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut database = database;
+    let servers = store.servers();
+    if !servers.is_empty() {
+        database["servers"] = json!(servers);
+    }
     let body = json!({
         "status": if ready { "ready" } else if draining { "draining" } else { "unavailable" },
         "checks": { "database": database },
@@ -64,7 +69,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (pool, size, idle) in state.reads.store().pool_usage() {
-        metrics::gauge!("infinity_db_pool_connections", "pool" => pool, "state" => "open")
+        metrics::gauge!("infinity_db_pool_connections", "pool" => pool.clone(), "state" => "open")
             .set(f64::from(size));
         metrics::gauge!("infinity_db_pool_connections", "pool" => pool, "state" => "idle")
             .set(idle as f64);

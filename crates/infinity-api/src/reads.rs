@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use infinity_cache::{CacheConfig, ReadThrough};
+use infinity_store::consistency;
 use infinity_store::{
     ArticleFilter, ArticleRecord, CommentRecord, Id, Page, ProfileRecord, SessionRecord, Store,
 };
@@ -109,7 +110,12 @@ impl Reads {
         let key = digest.to_string();
         let session = self
             .session_cache
-            .get_or_load(&key, || self.sessions.session(digest))
+            .get_or_load(&key, || {
+                consistency::cache_fill(
+                    self.session_cache.floor(&key),
+                    self.sessions.session(digest),
+                )
+            })
             .await?;
         Ok(session.filter(|s| s.expires_at > chrono::Utc::now()))
     }
@@ -117,12 +123,10 @@ impl Reads {
     pub async fn profile(&self, id: Id) -> Shared<Option<ProfileRecord>> {
         self.profiles
             .get_or_load(&id, || async move {
-                Ok(self
-                    .store
-                    .user_by_id(id)
-                    .await?
-                    .as_ref()
-                    .map(ProfileRecord::from))
+                let user =
+                    consistency::cache_fill(self.profiles.floor(&id), self.store.user_by_id(id))
+                        .await?;
+                Ok(user.as_ref().map(ProfileRecord::from))
             })
             .await
     }
@@ -130,20 +134,32 @@ impl Reads {
     pub async fn user_id(&self, username: &str) -> Shared<Option<Id>> {
         let key = username.to_string();
         self.user_ids
-            .get_or_load(&key, || self.store.user_id_by_username(username))
+            .get_or_load(&key, || {
+                consistency::cache_fill(
+                    self.user_ids.floor(&key),
+                    self.store.user_id_by_username(username),
+                )
+            })
             .await
     }
 
     pub async fn article_id(&self, slug: &str) -> Shared<Option<Id>> {
         let key = slug.to_string();
         self.article_ids
-            .get_or_load(&key, || self.store.article_id_by_slug(slug))
+            .get_or_load(&key, || {
+                consistency::cache_fill(
+                    self.article_ids.floor(&key),
+                    self.store.article_id_by_slug(slug),
+                )
+            })
             .await
     }
 
     pub async fn article(&self, id: Id) -> Shared<Option<ArticleRecord>> {
         self.articles
-            .get_or_load(&id, || self.store.article_by_id(id))
+            .get_or_load(&id, || {
+                consistency::cache_fill(self.articles.floor(&id), self.store.article_by_id(id))
+            })
             .await
     }
 
@@ -194,7 +210,11 @@ impl Reads {
         let (ids, total) = self
             .global_pages
             .get_or_load(&page, || async {
-                let found = self.store.list_articles(filter, page).await?;
+                let found = consistency::cache_fill(
+                    self.global_pages.floor(&page),
+                    self.store.list_articles(filter, page),
+                )
+                .await?;
                 let ids = found.articles.iter().map(|a| a.id).collect();
                 Ok((ids, found.total))
             })
@@ -244,7 +264,13 @@ impl Reads {
         }
         if !missing.is_empty() {
             let missing_ids: Vec<Id> = missing.iter().map(|(id, _)| *id).collect();
-            let loaded = self.store.articles_by_ids(&missing_ids).await?;
+            let floor = missing_ids
+                .iter()
+                .map(|id| self.articles.floor(id))
+                .max()
+                .unwrap_or(0);
+            let loaded =
+                consistency::cache_fill(floor, self.store.articles_by_ids(&missing_ids)).await?;
             for article in loaded {
                 found.insert(article.id, article);
             }
@@ -261,8 +287,11 @@ impl Reads {
     pub async fn tag_articles(&self, tag: &str) -> Shared<Arc<Vec<Id>>> {
         let key = tag.to_string();
         self.tag_articles
-            .get_or_load(&key, || async move {
-                Ok(Arc::new(self.store.article_ids_by_tag(tag).await?))
+            .get_or_load(&key, || async {
+                let floor = self.tag_articles.floor(&key);
+                let ids =
+                    consistency::cache_fill(floor, self.store.article_ids_by_tag(tag)).await?;
+                Ok(Arc::new(ids))
             })
             .await
     }
@@ -271,27 +300,36 @@ impl Reads {
     pub async fn comments(&self, article: Id) -> Shared<Arc<Vec<CommentRecord>>> {
         self.comments
             .get_or_load(&article, || async move {
-                Ok(Arc::new(self.store.comments(article).await?))
+                let floor = self.comments.floor(&article);
+                let comments = consistency::cache_fill(floor, self.store.comments(article)).await?;
+                Ok(Arc::new(comments))
             })
             .await
     }
 
     pub async fn comments_changed(&self, article: Id) {
-        self.comments.invalidate(&article).await;
+        self.comments
+            .invalidate_at(&article, consistency::written())
+            .await;
     }
 
     /// Returns every article id of `author`, newest first.
     pub async fn author_articles(&self, author: Id) -> Shared<Arc<Vec<Id>>> {
         self.author_articles
             .get_or_load(&author, || async move {
-                Ok(Arc::new(self.store.article_ids_by_author(author).await?))
+                let floor = self.author_articles.floor(&author);
+                let ids = consistency::cache_fill(floor, self.store.article_ids_by_author(author))
+                    .await?;
+                Ok(Arc::new(ids))
             })
             .await
     }
 
     pub async fn tags(&self) -> Shared<Vec<String>> {
         self.tags
-            .get_or_load(&(), || self.store.tags(MAX_TAGS_LISTED))
+            .get_or_load(&(), || {
+                consistency::cache_fill(self.tags.floor(&()), self.store.tags(MAX_TAGS_LISTED))
+            })
             .await
     }
 
@@ -299,9 +337,9 @@ impl Reads {
     pub async fn following(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
         self.following
             .get_or_load(&user, || async move {
-                Ok(Arc::new(
-                    self.store.following_ids(user).await?.into_iter().collect(),
-                ))
+                let floor = self.following.floor(&user);
+                let ids = consistency::cache_fill(floor, self.store.following_ids(user)).await?;
+                Ok(Arc::new(ids.into_iter().collect()))
             })
             .await
     }
@@ -310,49 +348,71 @@ impl Reads {
     pub async fn favorites(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
         self.favorites
             .get_or_load(&user, || async move {
-                Ok(Arc::new(
-                    self.store.favorited_ids(user).await?.into_iter().collect(),
-                ))
+                let floor = self.favorites.floor(&user);
+                let ids = consistency::cache_fill(floor, self.store.favorited_ids(user)).await?;
+                Ok(Arc::new(ids.into_iter().collect()))
             })
             .await
     }
 
-    // Invalidation, called after the write has committed.
+    // Invalidation, called after the write has committed. Each key keeps
+    // the write's log position as its floor, so that the next load cannot
+    // come from a replica that has not replayed the write.
 
     pub async fn session_ended(&self, digest: &str) {
-        self.session_cache.invalidate(&digest.to_string()).await;
+        self.session_cache
+            .invalidate_at(&digest.to_string(), consistency::written())
+            .await;
     }
 
     pub async fn user_changed(&self, id: Id, usernames: &[&str]) {
-        self.profiles.invalidate(&id).await;
+        self.profiles
+            .invalidate_at(&id, consistency::written())
+            .await;
         for name in usernames {
-            self.user_ids.invalidate(&name.to_string()).await;
+            self.user_ids
+                .invalidate_at(&name.to_string(), consistency::written())
+                .await;
         }
     }
 
     pub async fn follows_changed(&self, follower: Id) {
-        self.following.invalidate(&follower).await;
+        self.following
+            .invalidate_at(&follower, consistency::written())
+            .await;
     }
 
     pub async fn favorites_changed(&self, user: Id, article: Id) {
-        self.favorites.invalidate(&user).await;
-        self.articles.invalidate(&article).await;
+        self.favorites
+            .invalidate_at(&user, consistency::written())
+            .await;
+        self.articles
+            .invalidate_at(&article, consistency::written())
+            .await;
     }
 
     /// Invalidates what an article by `author` changed when it was created,
     /// edited or deleted. `slugs` are its old and new slugs, and `tags` its old
     /// and new tags.
     pub async fn article_changed(&self, id: Id, author: Id, slugs: &[&str], tags: &[String]) {
-        self.articles.invalidate(&id).await;
-        self.author_articles.invalidate(&author).await;
+        self.articles
+            .invalidate_at(&id, consistency::written())
+            .await;
+        self.author_articles
+            .invalidate_at(&author, consistency::written())
+            .await;
         for tag in tags {
-            self.tag_articles.invalidate(tag).await;
+            self.tag_articles
+                .invalidate_at(tag, consistency::written())
+                .await;
         }
         for slug in slugs {
-            self.article_ids.invalidate(&slug.to_string()).await;
+            self.article_ids
+                .invalidate_at(&slug.to_string(), consistency::written())
+                .await;
         }
-        self.global_pages.invalidate_all();
-        self.tags.invalidate(&()).await;
+        self.global_pages.invalidate_all_at(consistency::written());
+        self.tags.invalidate_at(&(), consistency::written()).await;
     }
 
     /// Invalidates what a deleted article changed: beyond [`Reads::article_changed`], its
@@ -365,8 +425,10 @@ impl Reads {
             &article.tags,
         )
         .await;
-        self.comments.invalidate(&article.id).await;
-        self.favorites.invalidate_all();
+        self.comments
+            .invalidate_at(&article.id, consistency::written())
+            .await;
+        self.favorites.invalidate_all_at(consistency::written());
     }
 }
 

@@ -17,6 +17,7 @@ use crate::extract::JsonBody;
 use crate::validate::{self, Problems};
 use crate::views::UserView;
 use crate::AppState;
+use infinity_store::consistency;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,12 +67,17 @@ async fn start_session(state: &AppState, user: &UserRecord) -> ApiResult<String>
     let (token, token_digest) = new_token();
     let now = Utc::now();
     let session = SessionRecord {
-        token_digest,
+        token_digest: token_digest.clone(),
         user_id: user.id,
         created_at: now,
         expires_at: now + state.config.session_ttl,
     };
     state.reads.sessions().create_session(session).await?;
+    // The new token's first requests must find the session row.
+    state
+        .positions
+        .raise(&token_digest, consistency::written())
+        .await;
     Ok(token)
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Reply, TestServer};
+use common::{on_postgres, Reply, TestServer};
 use serde_json::json;
 
 async fn plain(server: &TestServer, path: &str) -> (Reply, String) {
@@ -38,7 +38,19 @@ async fn healthz_and_readyz_report_up() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["status"], "ready");
     assert_eq!(ready.body["checks"]["database"]["status"], "up");
-    assert_eq!(ready.body["checks"]["database"]["engine"], "sqlite");
+    let database = &ready.body["checks"]["database"];
+    if on_postgres() {
+        assert_eq!(database["engine"], "postgres");
+        let servers = database["servers"].as_array().expect("a list of servers");
+        assert_eq!(servers.len(), 2, "{servers:?}");
+        assert_eq!(servers[0]["role"], "primary");
+        assert_eq!(servers[1]["role"], "replica");
+        assert_eq!(servers[1]["in_rotation"], true);
+        assert!(servers[1]["lag_seconds"].as_f64().unwrap() < 5.0);
+    } else {
+        assert_eq!(database["engine"], "sqlite");
+        assert!(database.get("servers").is_none());
+    }
 }
 
 #[tokio::test]

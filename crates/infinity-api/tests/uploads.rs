@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{assert_error, Reply, TestServer};
 use infinity_media::Limits;
-use infinity_store::JobQueue;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -136,18 +135,9 @@ struct Stored {
 }
 
 async fn stored(server: &TestServer) -> Stored {
-    let database = server.data_dir().join("test.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&database)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let (uploads,): (i64,) = sqlx::query_as("SELECT count(*) FROM uploads")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let uploads = server.count_rows("uploads").await;
     let jobs = server
-        .store
+        .jobs
         .counts()
         .await
         .unwrap()

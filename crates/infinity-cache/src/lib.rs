@@ -7,6 +7,12 @@
 //! "not found" never outlives the create that follows it, and a user never
 //! reads a value older than their own completed write. Concurrent misses on
 //! one key share a single load.
+//!
+//! A write may also leave a floor on its keys: an opaque, growing position,
+//! such as the database's log position at its commit. A load of the key
+//! asks [`ReadThrough::floor`] and must read from a copy of the data that
+//! has reached it, which keeps a lagging replica from refilling the cache
+//! with the value the write replaced.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Debug;
@@ -70,8 +76,12 @@ pub struct ReadThrough<K, V> {
     name: &'static str,
     entries: Cache<K, Versioned<V>>,
     stripes: Arc<[AtomicU64]>,
+    /// The highest floor left on each stripe by a write.
+    floors: Arc<[AtomicU64]>,
     /// Bumped by [`ReadThrough::invalidate_all`].
     epoch: AtomicU64,
+    /// The highest floor left by [`ReadThrough::invalidate_all_at`].
+    epoch_floor: AtomicU64,
     hasher: RandomState,
 }
 
@@ -101,13 +111,27 @@ where
             name: config.name,
             entries,
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            floors: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
+            epoch_floor: AtomicU64::new(0),
             hasher: RandomState::new(),
         }
     }
 
+    fn stripe_index(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % STRIPES
+    }
+
     fn stripe(&self, key: &K) -> &AtomicU64 {
-        &self.stripes[(self.hasher.hash_one(key) as usize) % STRIPES]
+        &self.stripes[self.stripe_index(key)]
+    }
+
+    /// The highest floor that writes have left on `key`: a load of the key
+    /// must read data that has reached it. Zero when no write left one.
+    pub fn floor(&self, key: &K) -> u64 {
+        self.floors[self.stripe_index(key)]
+            .load(Ordering::SeqCst)
+            .max(self.epoch_floor.load(Ordering::SeqCst))
     }
 
     /// The current version of `key`. Take it before reading the database
@@ -182,12 +206,27 @@ where
     /// Makes every entry of `key` loaded so far stale. Call it after the
     /// write that changes the key's value has committed.
     pub async fn invalidate(&self, key: &K) {
-        self.stripe(key).fetch_add(1, Ordering::SeqCst);
+        self.invalidate_at(key, 0).await;
+    }
+
+    /// Like [`ReadThrough::invalidate`], and leaves `floor` on the key for
+    /// the loads that follow. The floor is stored before the version moves,
+    /// so a load that sees the new version also sees the floor.
+    pub async fn invalidate_at(&self, key: &K, floor: u64) {
+        let stripe = self.stripe_index(key);
+        self.floors[stripe].fetch_max(floor, Ordering::SeqCst);
+        self.stripes[stripe].fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate(key).await;
     }
 
     /// Makes every entry stale.
     pub fn invalidate_all(&self) {
+        self.invalidate_all_at(0);
+    }
+
+    /// Like [`ReadThrough::invalidate_all`], and leaves `floor` on every key.
+    pub fn invalidate_all_at(&self, floor: u64) {
+        self.epoch_floor.fetch_max(floor, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
     }

@@ -220,3 +220,28 @@ async fn primed_entry_before_write_is_stale() {
         .unwrap();
     assert_eq!(value, 2);
 }
+
+#[tokio::test]
+async fn invalidation_leaves_floor_for_next_load() {
+    let cache = cache("floors");
+    let key = "article".to_string();
+    assert_eq!(cache.floor(&key), 0);
+
+    cache.invalidate_at(&key, 700).await;
+    assert_eq!(cache.floor(&key), 700);
+    // A lower floor from an older write never lowers it.
+    cache.invalidate_at(&key, 300).await;
+    assert_eq!(cache.floor(&key), 700);
+
+    // The loader is told the floor of the write it must observe.
+    let seen = cache
+        .get_or_load(&key, || async { Ok::<_, Never>(cache.floor(&key)) })
+        .await
+        .unwrap();
+    assert_eq!(seen, 700);
+
+    let other = "other".to_string();
+    cache.invalidate_all_at(900);
+    assert_eq!(cache.floor(&other), 900);
+    assert_eq!(cache.floor(&key), 900);
+}

@@ -31,6 +31,45 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No database server can take the request right now, such as while a
+    /// replica is being promoted.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// True when the request may succeed if tried again later: the database
+    /// is unreachable, shutting down or not yet promoted, as opposed to a
+    /// request the database rejects.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(error) => is_connection_error(error),
+            _ => false,
+        }
+    }
+}
+
+/// True for errors of the connection rather than of the statement: network
+/// failures, an exhausted or closed pool, and the server states in which
+/// PostgreSQL rejects every statement (shutting down, starting up, or read
+/// only because it is a replica).
+pub(crate) fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception. 57P01-57P03: the server is
+            // shutting down or starting up. 25006: a read-only transaction,
+            // as on a replica. 40001 is not here, because it is a conflict.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "25006")
+        }),
+        _ => false,
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

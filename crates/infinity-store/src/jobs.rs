@@ -7,12 +7,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::FromRow;
 
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::ids::Id;
 use crate::model::NewJob;
-use crate::sqlite::{count_query, from_ms, to_ms};
+use crate::rows::{to_ms, JobRow};
+use crate::sqlite::count_query;
 use crate::SqliteStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -99,24 +100,7 @@ pub trait JobQueue: Send + Sync + 'static {
 }
 
 fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
-    let payload: String = row.try_get("payload")?;
-    let state: String = row.try_get("state")?;
-    let lease_until: Option<i64> = row.try_get("lease_until")?;
-    Ok(JobRecord {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("job payload: {e}")))?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        run_at: from_ms(row.try_get("run_at")?)?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: lease_until.map(from_ms).transpose()?,
-        last_error: row.try_get("last_error")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
+    JobRow::from_row(row)?.try_into()
 }
 
 fn lease_end(lease: Duration) -> i64 {

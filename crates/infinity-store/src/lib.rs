@@ -4,11 +4,15 @@
 //! engine behind them is chosen once, from configuration, at start-up.
 //! [`SqliteStore`] is the embedded engine.
 
+pub mod consistency;
 mod error;
 pub mod ids;
 mod jobs;
 pub mod model;
+mod postgres;
+mod rows;
 mod slug;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -17,6 +21,7 @@ pub use error::{StoreError, StoreResult, UniqueField};
 pub use ids::{Id, IdGenerator};
 pub use jobs::{JobQueue, JobRecord, JobState};
 pub use model::*;
+pub use postgres::{server_name, PostgresOptions, PostgresStore, Role, ServerStatus};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// The relational store: users, follows, articles, favourites, comments and
@@ -32,7 +37,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Connection pools as (name, open connections, idle connections), for
     /// `/metrics`.
-    fn pool_usage(&self) -> Vec<(&'static str, u32, usize)>;
+    fn pool_usage(&self) -> Vec<(String, u32, usize)>;
+
+    /// The database servers with their roles and replication lag, for
+    /// `/readyz`. Empty for an engine without servers of its own.
+    fn servers(&self) -> Vec<ServerStatus> {
+        Vec::new()
+    }
 
     /// Inserts a user, failing with [`StoreError::Taken`] on a username or
     /// e-mail address already in use.

@@ -9,16 +9,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{FromRow, QueryBuilder, Sqlite, Transaction};
 
-use crate::error::{StoreError, StoreResult, UniqueField};
+use crate::error::{StoreError, StoreResult};
 use crate::ids::{shard_of, Id, IdGenerator};
 use crate::model::*;
+use crate::rows::{from_ms, to_ms, ArticleRow, CommentRow, SessionRow, UploadRow, UserRow};
+use crate::sql::{map_unique, now, one_row, push_article_filter, sorted_tags, ARTICLE_COLUMNS};
 use crate::{slug, SessionStore, Store};
 
 /// Connection settings for [`SqliteStore`].
@@ -44,9 +45,6 @@ pub struct SqliteStore {
     writer: SqlitePool,
     ids: IdGenerator,
 }
-
-const ARTICLE_COLUMNS: &str = "a.id, a.author_id, a.slug, a.title, a.description, a.body, \
-     a.tag_list, a.images, a.favorites_count, a.created_at, a.updated_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies
@@ -105,100 +103,20 @@ pub(crate) fn count_query(operation: &'static str) {
         .increment(1);
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now()
-}
-
-pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-pub(crate) fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms}")))
-}
-
-/// Turns the row count of a write that targets one row by its key into
-/// [`StoreError::NotFound`] when there was no such row.
-fn one_row(rows_affected: u64) -> StoreResult<()> {
-    if rows_affected == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
-/// Maps a unique-index violation to the field it protects.
-fn map_unique(error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &error {
-        if db.is_unique_violation() {
-            let message = db.message();
-            if message.contains("users.email") || message.contains("users_email_key") {
-                return StoreError::Taken(UniqueField::Email);
-            }
-            if message.contains("username") {
-                return StoreError::Taken(UniqueField::Username);
-            }
-            if message.contains("articles.slug") || message.contains("articles_slug_key") {
-                return StoreError::Taken(UniqueField::Slug);
-            }
-        }
-    }
-    StoreError::Database(error)
-}
-
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
-    Ok(UserRecord {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        email: row.try_get("email")?,
-        password_hash: row.try_get("password_hash")?,
-        bio: row.try_get("bio")?,
-        image: row.try_get("image")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
-}
-
-fn json_column<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+    UserRow::from_row(row)?.try_into()
 }
 
 fn article_from_row(row: &SqliteRow) -> StoreResult<ArticleRecord> {
-    let tags = json_column(row, "tag_list")?;
-    let images = json_column(row, "images")?;
-    Ok(ArticleRecord {
-        id: row.try_get("id")?,
-        slug: row.try_get("slug")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        body: row.try_get("body")?,
-        tags,
-        images,
-        author_id: row.try_get("author_id")?,
-        favorites_count: row.try_get("favorites_count")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
+    ArticleRow::from_row(row)?.try_into()
 }
 
 fn comment_from_row(row: &SqliteRow) -> StoreResult<CommentRecord> {
-    Ok(CommentRecord {
-        id: row.try_get("id")?,
-        article_id: row.try_get("article_id")?,
-        author_id: row.try_get("author_id")?,
-        body: row.try_get("body")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
+    CommentRow::from_row(row)?.try_into()
 }
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
-    Ok(SessionRecord {
-        token_digest: row.try_get("token_digest")?,
-        user_id: row.try_get("user_id")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        expires_at: from_ms(row.try_get("expires_at")?)?,
-    })
+    SessionRow::from_row(row)?.try_into()
 }
 
 /// Inserts jobs inside the caller's transaction.
@@ -264,48 +182,16 @@ async fn free_slug(
     })
 }
 
-fn sorted_tags(tags: &[String]) -> Vec<String> {
-    let mut tags = tags.to_vec();
-    tags.sort();
-    tags.dedup();
-    tags
-}
-
-fn push_article_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &ArticleFilter) {
-    query.push(" WHERE 1 = 1");
-    if let Some(tag) = &filter.tag {
-        query
-            .push(" AND a.id IN (SELECT article_id FROM article_tags WHERE tag = ")
-            .push_bind(tag.clone())
-            .push(")");
-    }
-    if let Some(author) = &filter.author {
-        query
-            .push(" AND a.author_id = (SELECT id FROM users WHERE username = ")
-            .push_bind(author.clone())
-            .push(")");
-    }
-    if let Some(user) = &filter.favorited_by {
-        query
-            .push(
-                " AND a.id IN (SELECT f.article_id FROM favorites f JOIN users u \
-                 ON u.id = f.user_id WHERE u.username = ",
-            )
-            .push_bind(user.clone())
-            .push(")");
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn engine(&self) -> &'static str {
         "sqlite"
     }
 
-    fn pool_usage(&self) -> Vec<(&'static str, u32, usize)> {
+    fn pool_usage(&self) -> Vec<(String, u32, usize)> {
         vec![
-            ("read", self.reader.size(), self.reader.num_idle()),
-            ("write", self.writer.size(), self.writer.num_idle()),
+            ("read".into(), self.reader.size(), self.reader.num_idle()),
+            ("write".into(), self.writer.size(), self.writer.num_idle()),
         ]
     }
 
@@ -891,23 +777,7 @@ impl Store for SqliteStore {
 }
 
 fn upload_from_row(row: &SqliteRow) -> StoreResult<UploadRecord> {
-    let state: String = row.try_get("state")?;
-    Ok(UploadRecord {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        state: UploadState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("upload state {state:?}")))?,
-        source_digest: row.try_get("source_digest")?,
-        format: row.try_get("format")?,
-        width: row.try_get::<i64, _>("width")? as u32,
-        height: row.try_get::<i64, _>("height")? as u32,
-        animated: row.try_get("animated")?,
-        variants: json_column(row, "variants")?,
-        note: row.try_get("note")?,
-        error: row.try_get("error")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
+    UploadRow::from_row(row)?.try_into()
 }
 
 #[async_trait]

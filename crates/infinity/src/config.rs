@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use infinity_store::PostgresOptions;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -28,9 +29,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INFINITY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Database URL: sqlite:PATH [default: sqlite:DATA_DIR/infinity.db]
+    /// Database URL: sqlite:PATH, or postgres://USER@HOST:PORT/DB for the
+    /// PostgreSQL primary [default: sqlite:DATA_DIR/infinity.db]
     #[arg(long, env = "INFINITY_DATABASE", value_name = "URL")]
     pub database: Option<String>,
+
+    #[command(flatten)]
+    pub replication: ReplicationArgs,
 
     /// TOML settings file [default: ./infinity.toml when it exists]
     #[arg(long, env = "INFINITY_CONFIG", value_name = "FILE")]
@@ -49,6 +54,35 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub jobs: JobArgs,
+}
+
+/// PostgreSQL flags: replicas for reads and how they are used.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReplicationArgs {
+    /// A streaming replica of the PostgreSQL primary, for reads; repeat the
+    /// flag, or separate URLs with commas in the environment variable
+    #[arg(
+        long = "replica",
+        env = "INFINITY_REPLICAS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub replicas: Vec<String>,
+
+    /// Seconds a replica may fall behind the primary before it stops serving
+    /// reads [default: 5]
+    #[arg(long, env = "INFINITY_MAX_REPLICA_LAG", value_name = "SECONDS")]
+    pub max_replica_lag: Option<f64>,
+
+    /// Refuse to start unless the primary confirms each commit with a
+    /// synchronous standby (its synchronous_standby_names is set), so that
+    /// no acknowledged write is lost when the primary dies
+    #[arg(long, env = "INFINITY_SYNCHRONOUS_REPLICATION")]
+    pub synchronous_replication: bool,
+
+    /// Connections to each PostgreSQL server [default: 16]
+    #[arg(long, env = "INFINITY_DB_CONNECTIONS", value_name = "N")]
+    pub db_connections: Option<u32>,
 }
 
 /// Flags of the roles that run background jobs.
@@ -85,6 +119,10 @@ struct FileSettings {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
+    replicas: Option<Vec<String>>,
+    max_replica_lag_seconds: Option<f64>,
+    synchronous_replication: Option<bool>,
+    db_connections: Option<u32>,
     drain_seconds: Option<u64>,
     cache_entries: Option<u64>,
     cache_ttl_seconds: Option<u64>,
@@ -100,18 +138,33 @@ struct FileSettings {
 }
 
 /// The database engine and its location.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Database {
     Sqlite(PathBuf),
+    Postgres(PostgresOptions),
 }
 
 impl Database {
     pub fn describe(&self) -> String {
         match self {
             Database::Sqlite(path) => format!("sqlite ({})", path.display()),
+            Database::Postgres(options) => {
+                let primary = infinity_store::server_name(&options.primary)
+                    .unwrap_or_else(|_| "?".to_string());
+                match options.replicas.len() {
+                    0 => format!("postgres ({primary})"),
+                    1 => format!("postgres ({primary}, 1 replica)"),
+                    n => format!("postgres ({primary}, {n} replicas)"),
+                }
+            }
         }
     }
 }
+
+/// The largest accepted replica lag bound. Sessions keep their write
+/// positions for 15 minutes, which must outlast any lag a replica in
+/// rotation can have.
+const MAX_REPLICA_LAG_BOUND: f64 = 300.0;
 
 /// Settings after merging every source.
 #[derive(Debug, Clone)]
@@ -157,6 +210,7 @@ impl ServeArgs {
             Some(url) => parse_database(url)?,
             None => Database::Sqlite(data_dir.join("infinity.db")),
         };
+        let database = self.replication.apply(database, &file)?;
         let mut api = infinity_api::ApiConfig {
             bench_routes: self.bench_routes,
             ..Default::default()
@@ -210,6 +264,53 @@ impl ServeArgs {
         }
         read_file(&path)
     }
+}
+
+impl ReplicationArgs {
+    /// Adds the replica settings to a PostgreSQL database, and rejects them
+    /// for SQLite, which has no replicas.
+    fn apply(&self, database: Database, file: &FileSettings) -> anyhow::Result<Database> {
+        let replicas = if self.replicas.is_empty() {
+            file.replicas.clone().unwrap_or_default()
+        } else {
+            self.replicas.clone()
+        };
+        let synchronous =
+            self.synchronous_replication || file.synchronous_replication == Some(true);
+        let mut options = match database {
+            Database::Postgres(options) => options,
+            Database::Sqlite(path) => {
+                if !replicas.is_empty() || synchronous {
+                    bail!("invalid replica settings: replicas need a postgres:// database, and the database is sqlite");
+                }
+                return Ok(Database::Sqlite(path));
+            }
+        };
+        for url in &replicas {
+            if !is_postgres_url(url) {
+                bail!("invalid replica {url:?}: expected postgres://USER@HOST:PORT/DB");
+            }
+        }
+        options.replicas = replicas;
+        options.synchronous = synchronous;
+        if let Some(lag) = self.max_replica_lag.or(file.max_replica_lag_seconds) {
+            if !(lag > 0.0 && lag <= MAX_REPLICA_LAG_BOUND) {
+                bail!("invalid max replica lag of {lag} seconds (--max-replica-lag): must be above 0 and at most {MAX_REPLICA_LAG_BOUND}");
+            }
+            options.max_replica_lag = Duration::from_secs_f64(lag);
+        }
+        if let Some(connections) = self.db_connections.or(file.db_connections) {
+            if connections == 0 || connections > 1000 {
+                bail!("invalid db connections {connections} (--db-connections): must be 1 to 1000");
+            }
+            options.connections = connections;
+        }
+        Ok(Database::Postgres(options))
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 impl JobArgs {
@@ -267,7 +368,7 @@ fn key_before(text: &str, offset: usize) -> Option<&str> {
     Some(key.trim()).filter(|key| !key.is_empty())
 }
 
-/// Parses `sqlite:PATH`, `sqlite://PATH` or a bare path.
+/// Parses `sqlite:PATH`, `sqlite://PATH`, a bare path, or a PostgreSQL URL.
 pub fn parse_database(url: &str) -> anyhow::Result<Database> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -276,13 +377,12 @@ pub fn parse_database(url: &str) -> anyhow::Result<Database> {
         }
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!(
-            "invalid database {url:?}: this build of Infinity supports only SQLite (sqlite:PATH)"
-        );
+    if is_postgres_url(url) {
+        infinity_store::server_name(url).map_err(|e| anyhow::anyhow!("invalid database: {e}"))?;
+        return Ok(Database::Postgres(PostgresOptions::new(url)));
     }
     if url.contains("://") {
-        bail!("invalid database {url:?}: expected sqlite:PATH");
+        bail!("invalid database {url:?}: expected sqlite:PATH or postgres://USER@HOST:PORT/DB");
     }
     Ok(Database::Sqlite(PathBuf::from(url)))
 }
@@ -305,7 +405,10 @@ mod tests {
             parse_database("b.db").unwrap(),
             Database::Sqlite("b.db".into())
         );
-        assert!(parse_database("postgres://x/y").is_err());
+        assert_eq!(
+            parse_database("postgres://app@db:5433/photos").unwrap(),
+            Database::Postgres(PostgresOptions::new("postgres://app@db:5433/photos"))
+        );
         assert!(parse_database("sqlite:").is_err());
         assert!(parse_database("mysql://x").is_err());
     }

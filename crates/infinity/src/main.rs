@@ -1,6 +1,7 @@
 //! The `infinity` executable: parses the command line and runs a role.
 
 mod config;
+mod db;
 mod jobs;
 mod serve;
 
@@ -42,6 +43,15 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Apply the database schema and exit
+    Migrate(ServeArgs),
+    /// Inspect the PostgreSQL servers and promote a replica
+    Db {
+        #[command(flatten)]
+        target: ServeArgs,
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
     /// Seed a realistic population on a running service and measure it
     /// under a read-heavy mix
     Load(infinity_load::LoadArgs),
@@ -63,15 +73,16 @@ fn init_logging(format: &str) {
 
 async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Result<()> {
     let settings = target.resolve()?;
-    let config::Database::Sqlite(path) = &settings.database;
-    if !path.exists() {
-        anyhow::bail!(
-            "no database at {}: pass the --data-dir or --database of the service, before the subcommand",
-            path.display()
-        );
+    if let config::Database::Sqlite(path) = &settings.database {
+        if !path.exists() {
+            anyhow::bail!(
+                "no database at {}: pass the --data-dir or --database of the service, before the subcommand",
+                path.display()
+            );
+        }
     }
-    let store = serve::open_store(&settings).await?;
-    jobs::run_command(store.as_ref(), command).await
+    let stores = serve::open_store(&settings).await?;
+    jobs::run_command(stores.jobs.as_ref(), command).await
 }
 
 /// Fixes glibc's mmap threshold at 128 KiB. glibc raises the threshold after
@@ -115,6 +126,14 @@ async fn run() {
             Err(error) => Err(error),
         },
         Command::Jobs { target, command } => run_jobs(target, command).await,
+        Command::Migrate(args) => match args.resolve() {
+            Ok(settings) => db::migrate(&settings).await,
+            Err(error) => Err(error),
+        },
+        Command::Db { target, command } => match target.resolve() {
+            Ok(settings) => db::run(&settings, command).await,
+            Err(error) => Err(error),
+        },
         Command::Load(args) => infinity_load::run(args).await.map(|_| ()),
     };
     if let Err(error) = result {

@@ -11,7 +11,7 @@ use anyhow::Context;
 use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
 use infinity_jobs::objects::{LocalFolder, ObjectStore};
-use infinity_store::{SqliteOptions, SqliteStore};
+use infinity_store::{JobQueue, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,8 +20,28 @@ use crate::config::{Database, Settings};
 /// How long an upload's in-request check may take.
 const UPLOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Creates the data folder and opens the store.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
+/// The storage tier as the roles use it: one engine behind three interfaces.
+#[derive(Clone)]
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub jobs: Arc<dyn JobQueue>,
+}
+
+impl Stores {
+    fn of<S: Store + SessionStore + JobQueue>(engine: S) -> Self {
+        let engine = Arc::new(engine);
+        Self {
+            store: engine.clone(),
+            sessions: engine.clone(),
+            jobs: engine,
+        }
+    }
+}
+
+/// Creates the data folder, opens the database and brings its schema up to
+/// date.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data folder {}",
@@ -29,12 +49,33 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>>
         )
     })?;
     match &settings.database {
-        Database::Sqlite(path) => Ok(Arc::new(
+        Database::Sqlite(path) => Ok(Stores::of(
             SqliteStore::open(path, SqliteOptions::default())
                 .await
                 .with_context(|| format!("cannot open the database {}", path.display()))?,
         )),
+        Database::Postgres(_) => {
+            let store = connect_postgres(settings).await?;
+            store.migrate().await.with_context(|| {
+                format!(
+                    "cannot apply the schema to {}",
+                    settings.database.describe()
+                )
+            })?;
+            Ok(Stores::of(store))
+        }
     }
+}
+
+/// Connects to the configured PostgreSQL servers without touching the
+/// schema.
+pub async fn connect_postgres(settings: &Settings) -> anyhow::Result<PostgresStore> {
+    let Database::Postgres(options) = &settings.database else {
+        anyhow::bail!("this command needs a postgres:// database (--database)");
+    };
+    PostgresStore::connect(options.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", settings.database.describe()))
 }
 
 fn objects(settings: &Settings) -> Arc<dyn ObjectStore> {
@@ -45,7 +86,7 @@ fn objects(settings: &Settings) -> Arc<dyn ObjectStore> {
 /// SIGTERM or SIGINT; then fails `/readyz`, stops accepting, finishes
 /// in-flight requests and jobs, and returns.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
+    let stores = open_store(&settings).await?;
     let objects = objects(&settings);
     let uploads = UploadSettings {
         objects: objects.clone(),
@@ -53,10 +94,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         check_timeout: UPLOAD_CHECK_TIMEOUT,
         public_url: settings.public_url.clone(),
     };
-    let state =
-        AppState::new(store.clone(), store.clone(), settings.api.clone()).with_uploads(uploads);
+    let state = AppState::new(
+        stores.store.clone(),
+        stores.sessions.clone(),
+        settings.api.clone(),
+    )
+    .with_uploads(uploads);
     let (stop_jobs, jobs_stopped) = watch::channel(false);
-    let workers = crate::jobs::start(&settings, store.clone(), store, objects, jobs_stopped)?;
+    let workers = crate::jobs::start(&settings, stores.store, stores.jobs, objects, jobs_stopped)?;
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -97,10 +142,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// Runs the job workers alone until SIGTERM or SIGINT, then lets each
 /// finish its current job.
 pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
+    let stores = open_store(&settings).await?;
     let (stop, stopped) = watch::channel(false);
-    let Some(workers) =
-        crate::jobs::start(&settings, store.clone(), store, objects(&settings), stopped)?
+    let Some(workers) = crate::jobs::start(
+        &settings,
+        stores.store,
+        stores.jobs,
+        objects(&settings),
+        stopped,
+    )?
     else {
         anyhow::bail!("invalid --workers 0: a worker process needs at least one");
     };

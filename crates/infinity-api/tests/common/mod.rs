@@ -1,13 +1,20 @@
 //! A private Infinity API on a free loopback port, a client that checks
 //! every response body against the service's own OpenAPI document, and
 //! helpers for the common set-up steps.
+//!
+//! The suite runs on SQLite, or with `INFINITY_TEST_DATABASE=postgres` on a
+//! private PostgreSQL primary with one streaming replica, a new database per
+//! server.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use infinity_api::{app, ops::openapi_document, ApiConfig, AppState};
-use infinity_store::{SqliteOptions, SqliteStore};
+use infinity_store::{
+    JobQueue, PostgresOptions, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -15,8 +22,57 @@ use tempfile::TempDir;
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
+    pub jobs: Arc<dyn JobQueue>,
+    /// The PostgreSQL database behind the server; `None` on SQLite.
+    pub postgres: Option<infinity_testkit::SharedDatabase>,
     _data: TempDir,
+}
+
+/// The engine behind a test server, as three interfaces.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub jobs: Arc<dyn JobQueue>,
+    pub postgres: Option<infinity_testkit::SharedDatabase>,
+}
+
+fn engine_of<S: Store + SessionStore + JobQueue>(
+    engine: S,
+    postgres: Option<infinity_testkit::SharedDatabase>,
+) -> Engine {
+    let engine = Arc::new(engine);
+    Engine {
+        store: engine.clone(),
+        sessions: engine.clone(),
+        jobs: engine,
+        postgres,
+    }
+}
+
+/// True when the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("INFINITY_TEST_DATABASE").is_ok_and(|engine| engine == "postgres")
+}
+
+/// Opens the engine the suite runs on: SQLite in `data`, or a new database
+/// on the shared PostgreSQL cluster with its replica.
+pub async fn open_engine(data: &Path) -> Engine {
+    if !on_postgres() {
+        let store = SqliteStore::open(&data.join("test.db"), SqliteOptions::default())
+            .await
+            .expect("open the test database");
+        return engine_of(store, None);
+    }
+    let database = infinity_testkit::shared_database("api");
+    let mut options = PostgresOptions::new(&database.primary_url);
+    options.replicas = database.replica_urls.clone();
+    options.connections = 4;
+    let store = PostgresStore::connect(options)
+        .await
+        .expect("connect to the test cluster");
+    store.migrate().await.expect("apply the schema");
+    engine_of(store, Some(database))
 }
 
 /// A response: status, body as JSON (`Null` when empty) and headers.
@@ -33,12 +89,8 @@ impl TestServer {
 
     pub async fn start_with(config: ApiConfig) -> Self {
         let data = tempfile::tempdir().expect("temporary folder");
-        let store = Arc::new(
-            SqliteStore::open(&data.path().join("test.db"), SqliteOptions::default())
-                .await
-                .expect("open the test database"),
-        );
-        let state = AppState::new(store.clone(), store.clone(), config);
+        let engine = open_engine(data.path()).await;
+        let state = AppState::new(engine.store.clone(), engine.sessions.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -52,7 +104,9 @@ impl TestServer {
         Self {
             base: format!("http://{address}"),
             client: reqwest::Client::new(),
-            store,
+            store: engine.store,
+            jobs: engine.jobs,
+            postgres: engine.postgres,
             _data: data,
         }
     }
@@ -339,11 +393,7 @@ impl TestServer {
     /// to the `objects` folder of the server's data folder.
     pub async fn start_with_uploads(limits: infinity_media::Limits) -> Self {
         let data = tempfile::tempdir().expect("temporary folder");
-        let store = Arc::new(
-            SqliteStore::open(&data.path().join("test.db"), SqliteOptions::default())
-                .await
-                .expect("open the test database"),
-        );
+        let engine = open_engine(data.path()).await;
         let uploads = infinity_api::uploads::UploadSettings {
             objects: Arc::new(infinity_jobs::objects::LocalFolder::new(
                 data.path().join("objects"),
@@ -352,8 +402,12 @@ impl TestServer {
             check_timeout: std::time::Duration::from_secs(30),
             public_url: String::new(),
         };
-        let state =
-            AppState::new(store.clone(), store.clone(), ApiConfig::default()).with_uploads(uploads);
+        let state = AppState::new(
+            engine.store.clone(),
+            engine.sessions.clone(),
+            ApiConfig::default(),
+        )
+        .with_uploads(uploads);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -367,8 +421,32 @@ impl TestServer {
         Self {
             base: format!("http://{address}"),
             client: reqwest::Client::new(),
-            store,
+            store: engine.store,
+            jobs: engine.jobs,
+            postgres: engine.postgres,
             _data: data,
+        }
+    }
+
+    /// Counts the rows of `table`, straight from the database.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match &self.postgres {
+            Some(database) => {
+                let pool = sqlx::PgPool::connect(&database.primary_url).await.unwrap();
+                let count = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                count
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.data_dir().join("test.db"))
+                    .read_only(true);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                let count = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                count
+            }
         }
     }
 
@@ -395,7 +473,7 @@ impl TestServer {
             limits: infinity_media::Limits::default(),
             timeout: std::time::Duration::from_secs(120),
         };
-        let worker = Worker::new(self.store.clone(), config).handle(MAKE_VARIANTS, handler);
+        let worker = Worker::new(self.jobs.clone(), config).handle(MAKE_VARIANTS, handler);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(Arc::new(worker).run(stopped));
         WorkerGuard(stop)
