@@ -91,6 +91,11 @@ impl Server {
         health.error = Some(reason);
     }
 
+    /// The server's `synchronous_standby_names` setting at the last probe.
+    pub(crate) fn synchronous_names(&self) -> String {
+        self.health().synchronous_names.clone()
+    }
+
     fn status(&self) -> ServerStatus {
         let health = self.health();
         ServerStatus {
@@ -255,13 +260,6 @@ impl Cluster {
             })
     }
 
-    /// The primary's `synchronous_standby_names` setting at the last probe.
-    pub(crate) fn primary_synchronous_names(&self) -> Option<String> {
-        self.primary()
-            .ok()
-            .map(|p| p.health().synchronous_names.clone())
-    }
-
     pub(crate) fn status(&self) -> Vec<ServerStatus> {
         self.servers.iter().map(Server::status).collect()
     }
@@ -421,11 +419,15 @@ impl Cluster {
                     _ => None,
                 };
                 if current_timeline.is_none_or(|t| timeline > t) {
-                    tracing::warn!(
-                        server = %self.servers[index].name,
-                        timeline,
-                        "following a new primary"
-                    );
+                    if current == NO_PRIMARY {
+                        tracing::info!(server = %self.servers[index].name, timeline, "found the primary");
+                    } else {
+                        tracing::warn!(
+                            server = %self.servers[index].name,
+                            timeline,
+                            "following a new primary"
+                        );
+                    }
                     self.primary.store(index, Ordering::SeqCst);
                 }
             }

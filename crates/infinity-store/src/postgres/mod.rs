@@ -71,6 +71,21 @@ pub struct PostgresStore {
     replica_timeout: Duration,
 }
 
+/// The longest a probe of one server may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Fails unless `names`, the primary's `synchronous_standby_names`, names a
+/// standby.
+fn check_synchronous(primary: &str, names: &str) -> StoreResult<()> {
+    if names.trim().is_empty() {
+        return Err(StoreError::Unavailable(format!(
+            "synchronous replication is required, but the primary {primary} has an empty \
+             synchronous_standby_names; set it, for example to 'ANY 1 (*)', and reload"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn count(operation: &'static str) {
     metrics::counter!("infinity_db_queries_total", "engine" => "postgres", "operation" => operation)
         .increment(1);
@@ -89,21 +104,23 @@ impl PostgresStore {
         let timing = Timing {
             max_lag: options.max_replica_lag,
             probe_interval: options.probe_interval,
-            probe_timeout: options.replica_timeout,
+            // A probe is one tiny query; waiting long for a dead server
+            // would delay every other server's probe in the same round.
+            probe_timeout: options.replica_timeout.min(PROBE_TIMEOUT),
         };
         let cluster = Cluster::connect(&urls, options.connections, timing).await?;
-        let primary = cluster.primary()?;
-        if options.synchronous {
-            let names = cluster.primary_synchronous_names().unwrap_or_default();
-            if names.trim().is_empty() {
-                return Err(StoreError::Unavailable(format!(
-                    "synchronous replication is required, but the primary {} has an empty \
-                     synchronous_standby_names; set it, for example to 'ANY 1 (*)', and reload",
-                    primary.name
-                )));
+        // Without a primary the store still starts, so that replicas serve
+        // reads and `infinity db promote` can reach them; writes fail with
+        // `Unavailable` until a primary appears.
+        match cluster.primary() {
+            Ok(primary) => {
+                if options.synchronous {
+                    check_synchronous(&primary.name, &primary.synchronous_names())?;
+                }
+                tracing::info!(primary = %primary.name, servers = urls.len(), "connected to PostgreSQL");
             }
+            Err(error) => tracing::warn!(%error, "connected to PostgreSQL without a primary"),
         }
-        tracing::info!(primary = %primary.name, servers = urls.len(), "connected to PostgreSQL");
         cluster.spawn_prober();
         Ok(Self {
             cluster,
