@@ -50,8 +50,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 "$root/scripts/install-deps"
 
-log "cargo build --release -p infinity -p infinity-testkit"
-cargo build --release -p infinity -p infinity-testkit --manifest-path "$root/Cargo.toml"
+log "cargo build --release -p infinity -p infinity-local"
+cargo build --release -p infinity -p infinity-local --manifest-path "$root/Cargo.toml"
 bin="$CARGO_TARGET_DIR/release/infinity"
 cluster_bin="$CARGO_TARGET_DIR/release/infinity-pg-cluster"
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use infinity_testkit::{PgCluster, PgOptions};
+use infinity_local::{PgCluster, PgOptions};
 use process::{infinity, Server};
 use serde_json::{json, Value};
 

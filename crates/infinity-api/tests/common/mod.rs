@@ -25,7 +25,7 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     pub jobs: Arc<dyn JobQueue>,
     /// The PostgreSQL database behind the server; `None` on SQLite.
-    pub postgres: Option<infinity_testkit::SharedDatabase>,
+    pub postgres: Option<infinity_local::SharedDatabase>,
     _data: TempDir,
 }
 
@@ -34,12 +34,12 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<dyn SessionStore>,
     pub jobs: Arc<dyn JobQueue>,
-    pub postgres: Option<infinity_testkit::SharedDatabase>,
+    pub postgres: Option<infinity_local::SharedDatabase>,
 }
 
 fn engine_of<S: Store + SessionStore + JobQueue>(
     engine: S,
-    postgres: Option<infinity_testkit::SharedDatabase>,
+    postgres: Option<infinity_local::SharedDatabase>,
 ) -> Engine {
     let engine = Arc::new(engine);
     Engine {
@@ -64,7 +64,7 @@ pub async fn open_engine(data: &Path) -> Engine {
             .expect("open the test database");
         return engine_of(store, None);
     }
-    let database = infinity_testkit::shared_database("api");
+    let database = infinity_local::shared_database("api");
     let mut options = PostgresOptions::new(&database.primary_url);
     options.replicas = database.replica_urls.clone();
     options.connections = 4;

@@ -4,7 +4,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use infinity_testkit::{PgCluster, PgOptions};
+use infinity_local::{PgCluster, PgOptions};
 
 /// Time a replica gets to replay a change made on the primary.
 const REPLAY_DEADLINE: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use infinity_testkit::{shared_cluster, shared_database};
+use infinity_local::{shared_cluster, shared_database};
 
 /// Environment variable that makes `reaper_child_process` start the shared
 /// cluster instead of returning at once.

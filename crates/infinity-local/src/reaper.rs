@@ -41,7 +41,7 @@ pub(crate) fn spawn(binaries: &Binaries, cluster_dir: &Path) -> io::Result<Child
     command
         .arg("-c")
         .arg(SCRIPT)
-        .arg("infinity-testkit-reaper")
+        .arg("infinity-local-reaper")
         .arg(std::process::id().to_string())
         .arg(cluster_dir)
         .args(binaries.pg_ctl_argv())

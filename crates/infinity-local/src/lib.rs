@@ -1,4 +1,5 @@
-//! Private PostgreSQL clusters for Infinity's tests.
+//! Private PostgreSQL clusters on loopback, for Infinity's tests,
+//! benchmarks and local topologies.
 //!
 //! [`PgCluster::start`] creates a primary and streaming replicas in a new
 //! temporary directory. Every server listens only on `127.0.0.1`, on a free

@@ -191,7 +191,7 @@ impl PgServer {
                 "-c",
                 sql,
             ])
-            .env("PGAPPNAME", "infinity-testkit");
+            .env("PGAPPNAME", "infinity-local");
         run(
             &mut command,
             &format!("psql on {} (port {})", self.name, self.port),
@@ -446,7 +446,7 @@ fn include_settings_file(data_dir: &Path) -> io::Result<()> {
         .open(data_dir.join("postgresql.conf"))?;
     writeln!(
         conf,
-        "\n# Settings of infinity-testkit\ninclude '{SETTINGS_FILE}'"
+        "\n# Settings of infinity-local\ninclude '{SETTINGS_FILE}'"
     )
 }
 

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use infinity_testkit::{PgCluster, PgOptions};
+use infinity_local::{PgCluster, PgOptions};
 
 const USAGE: &str = "usage: infinity-pg-cluster [--replicas N] [--synchronous] [--database NAME]";
 
