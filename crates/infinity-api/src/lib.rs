@@ -8,6 +8,7 @@ mod comments;
 pub mod consistency;
 pub mod error;
 mod extract;
+pub mod idempotency;
 mod media;
 pub mod ops;
 mod profiles;
@@ -92,6 +93,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Each session's last write position, for read-your-writes.
     pub positions: consistency::SessionPositions,
+    /// Responses stored under their `Idempotency-Key`.
+    pub idempotency: Arc<dyn idempotency::IdempotencyStore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -113,7 +116,17 @@ impl AppState {
             uploads: None,
             draining: AtomicBool::new(false),
             positions: consistency::SessionPositions::default(),
+            idempotency: idempotency::local(),
         }))
+    }
+
+    /// Keeps `Idempotency-Key` records in `store`, such as one that every
+    /// node shares. Call it before the state is shared.
+    pub fn with_idempotency(mut self, store: Arc<dyn idempotency::IdempotencyStore>) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("with_idempotency is called before the state is shared")
+            .idempotency = store;
+        self
     }
 
     /// Enables photo uploads and media. Call it before the state is shared.
@@ -147,7 +160,11 @@ pub fn app(state: AppState) -> Router {
         .merge(comments::router())
         .route("/tags", get(tags))
         .merge(uploads::router(&upload_limits))
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::guard,
+        ));
 
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -158,7 +175,11 @@ pub fn app(state: AppState) -> Router {
             HeaderName::from_static("idempotency-key"),
             telemetry::REQUEST_ID,
         ])
-        .expose_headers([header::RETRY_AFTER, telemetry::REQUEST_ID])
+        .expose_headers([
+            header::RETRY_AFTER,
+            telemetry::REQUEST_ID,
+            idempotency::IDEMPOTENT_REPLAYED,
+        ])
         .max_age(Duration::from_secs(3600));
 
     let mut router = Router::new()
