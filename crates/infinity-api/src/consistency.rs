@@ -9,7 +9,10 @@
 //! cache fills observe only the writes that changed their key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -23,13 +26,23 @@ use crate::AppState;
 
 /// How long a session's write position is kept. A replica further behind
 /// than this has long left rotation, since the lag bound is far shorter.
-const POSITION_TTL: Duration = Duration::from_secs(15 * 60);
+pub const POSITION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Session write positions that every node shares.
+#[async_trait]
+pub trait SharedPositions: Send + Sync + 'static {
+    /// The session's highest write position, 0 when it has none.
+    async fn get(&self, digest: &str) -> Result<Position, String>;
+    /// Raises the session's position to `position`, keeping it for `ttl`.
+    async fn raise(&self, digest: &str, position: Position, ttl: Duration) -> Result<(), String>;
+}
 
 /// The highest write position of each recently writing session, keyed by
 /// token digest, and of the whole node.
 pub struct SessionPositions {
     positions: Cache<String, Position>,
     node: AtomicU64,
+    shared: OnceLock<Arc<dyn SharedPositions>>,
 }
 
 impl Default for SessionPositions {
@@ -40,6 +53,7 @@ impl Default for SessionPositions {
                 .time_to_live(POSITION_TTL)
                 .build(),
             node: AtomicU64::new(0),
+            shared: OnceLock::new(),
         }
     }
 }
@@ -50,10 +64,30 @@ impl SessionPositions {
         self.node.load(Ordering::SeqCst)
     }
 
+    /// Shares positions with every node through `shared`. Call it once, at
+    /// start-up.
+    pub fn set_shared(&self, shared: Arc<dyn SharedPositions>) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!("shared session positions were already set; keeping the first");
+        }
+    }
+
     /// The position the session's reads must observe; 0 when it has made
-    /// no recent write.
+    /// no recent write. When the shared positions cannot be read, the
+    /// session may have written through another node, so its reads go to
+    /// the primary.
     pub async fn floor(&self, digest: &str) -> Position {
-        self.positions.get(digest).await.unwrap_or(0)
+        let local = self.positions.get(digest).await.unwrap_or(0);
+        let Some(shared) = self.shared.get() else {
+            return local;
+        };
+        match shared.get(digest).await {
+            Ok(position) => local.max(position),
+            Err(error) => {
+                tracing::debug!(%error, "shared session positions unavailable");
+                Position::MAX
+            }
+        }
     }
 
     /// Raises the session's floor to `position`.
@@ -67,6 +101,11 @@ impl SessionPositions {
                 entry.map_or(position, |e| e.into_value().max(position))
             })
             .await;
+        if let Some(shared) = self.shared.get() {
+            if let Err(error) = shared.raise(digest, position, POSITION_TTL).await {
+                tracing::warn!(%error, "sharing a session's write position failed");
+            }
+        }
     }
 }
 

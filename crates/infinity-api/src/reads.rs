@@ -2,11 +2,16 @@
 //! cache, and every write names the keys it changed once it has committed.
 
 use std::collections::{BinaryHeap, HashSet};
-use std::sync::Arc;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use infinity_cache::{CacheConfig, ReadThrough};
-use infinity_store::consistency;
+use infinity_store::consistency::{self, Position};
 use infinity_store::{
     ArticleFilter, ArticleRecord, CommentRecord, Id, Page, ProfileRecord, SessionRecord, Store,
 };
@@ -57,6 +62,8 @@ pub struct Reads {
     tag_articles: ReadThrough<String, Arc<Vec<Id>>>,
     /// Returns an article's comments, oldest first.
     comments: ReadThrough<Id, Arc<Vec<CommentRecord>>>,
+    bus: OnceLock<Arc<dyn ChangeBus>>,
+    bypass: AtomicBool,
 }
 
 fn config(name: &'static str, settings: &CacheSettings) -> CacheConfig {
@@ -94,6 +101,8 @@ impl Reads {
             author_articles: ReadThrough::new(config("author_articles", settings)),
             tag_articles: ReadThrough::new(config("tag_articles", settings)),
             comments: ReadThrough::new(config("comments", settings)),
+            bus: OnceLock::new(),
+            bypass: AtomicBool::new(false),
         }
     }
 
@@ -105,61 +114,59 @@ impl Reads {
         &self.sessions
     }
 
+    /// Returns the cached value of `key`, or loads it at the key's floor.
+    /// While the caches are bypassed (the bus that keeps them coherent with
+    /// other nodes is down) every read goes to the store.
+    async fn cached<K, V, F, Fut>(&self, cache: &ReadThrough<K, V>, key: &K, load: F) -> Shared<V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, StoreError>>,
+    {
+        if self.bypassed() {
+            return load().await.map_err(Arc::new);
+        }
+        cache
+            .get_or_load(key, || consistency::cache_fill(cache.floor(key), load()))
+            .await
+    }
+
     /// Returns the live session behind a token digest.
     pub async fn session(&self, digest: &str) -> Shared<Option<SessionRecord>> {
         let key = digest.to_string();
         let session = self
-            .session_cache
-            .get_or_load(&key, || {
-                consistency::cache_fill(
-                    self.session_cache.floor(&key),
-                    self.sessions.session(digest),
-                )
-            })
+            .cached(&self.session_cache, &key, || self.sessions.session(digest))
             .await?;
         Ok(session.filter(|s| s.expires_at > chrono::Utc::now()))
     }
 
     pub async fn profile(&self, id: Id) -> Shared<Option<ProfileRecord>> {
-        self.profiles
-            .get_or_load(&id, || async move {
-                let user =
-                    consistency::cache_fill(self.profiles.floor(&id), self.store.user_by_id(id))
-                        .await?;
-                Ok(user.as_ref().map(ProfileRecord::from))
-            })
-            .await
+        self.cached(&self.profiles, &id, || async move {
+            let user = self.store.user_by_id(id).await?;
+            Ok(user.as_ref().map(ProfileRecord::from))
+        })
+        .await
     }
 
     pub async fn user_id(&self, username: &str) -> Shared<Option<Id>> {
         let key = username.to_string();
-        self.user_ids
-            .get_or_load(&key, || {
-                consistency::cache_fill(
-                    self.user_ids.floor(&key),
-                    self.store.user_id_by_username(username),
-                )
-            })
-            .await
+        self.cached(&self.user_ids, &key, || {
+            self.store.user_id_by_username(username)
+        })
+        .await
     }
 
     pub async fn article_id(&self, slug: &str) -> Shared<Option<Id>> {
         let key = slug.to_string();
-        self.article_ids
-            .get_or_load(&key, || {
-                consistency::cache_fill(
-                    self.article_ids.floor(&key),
-                    self.store.article_id_by_slug(slug),
-                )
-            })
-            .await
+        self.cached(&self.article_ids, &key, || {
+            self.store.article_id_by_slug(slug)
+        })
+        .await
     }
 
     pub async fn article(&self, id: Id) -> Shared<Option<ArticleRecord>> {
-        self.articles
-            .get_or_load(&id, || {
-                consistency::cache_fill(self.articles.floor(&id), self.store.article_by_id(id))
-            })
+        self.cached(&self.articles, &id, || self.store.article_by_id(id))
             .await
     }
 
@@ -208,13 +215,8 @@ impl Reads {
             return Ok((found.articles, found.total));
         }
         let (ids, total) = self
-            .global_pages
-            .get_or_load(&page, || async {
-                let found = consistency::cache_fill(
-                    self.global_pages.floor(&page),
-                    self.store.list_articles(filter, page),
-                )
-                .await?;
+            .cached(&self.global_pages, &page, || async {
+                let found = self.store.list_articles(filter, page).await?;
                 let ids = found.articles.iter().map(|a| a.id).collect();
                 Ok((ids, found.total))
             })
@@ -249,6 +251,16 @@ impl Reads {
     /// every miss in one query. An article deleted since its id was listed
     /// is skipped; the delete has made the list stale for the next read.
     pub async fn articles_in_order(&self, ids: &[Id]) -> Shared<Vec<ArticleRecord>> {
+        if self.bypassed() {
+            let mut found: std::collections::HashMap<Id, ArticleRecord> = self
+                .store
+                .articles_by_ids(ids)
+                .await?
+                .into_iter()
+                .map(|a| (a.id, a))
+                .collect();
+            return Ok(ids.iter().filter_map(|id| found.remove(id)).collect());
+        }
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         for &id in ids {
@@ -286,150 +298,268 @@ impl Reads {
     /// Returns every article id with `tag`, newest first.
     pub async fn tag_articles(&self, tag: &str) -> Shared<Arc<Vec<Id>>> {
         let key = tag.to_string();
-        self.tag_articles
-            .get_or_load(&key, || async {
-                let floor = self.tag_articles.floor(&key);
-                let ids =
-                    consistency::cache_fill(floor, self.store.article_ids_by_tag(tag)).await?;
-                Ok(Arc::new(ids))
-            })
-            .await
+        self.cached(&self.tag_articles, &key, || async {
+            Ok(Arc::new(self.store.article_ids_by_tag(tag).await?))
+        })
+        .await
     }
 
     /// An article's comments, oldest first.
     pub async fn comments(&self, article: Id) -> Shared<Arc<Vec<CommentRecord>>> {
-        self.comments
-            .get_or_load(&article, || async move {
-                let floor = self.comments.floor(&article);
-                let comments = consistency::cache_fill(floor, self.store.comments(article)).await?;
-                Ok(Arc::new(comments))
-            })
-            .await
-    }
-
-    pub async fn comments_changed(&self, article: Id) {
-        self.comments
-            .invalidate_at(&article, consistency::written())
-            .await;
+        self.cached(&self.comments, &article, || async move {
+            Ok(Arc::new(self.store.comments(article).await?))
+        })
+        .await
     }
 
     /// Returns every article id of `author`, newest first.
     pub async fn author_articles(&self, author: Id) -> Shared<Arc<Vec<Id>>> {
-        self.author_articles
-            .get_or_load(&author, || async move {
-                let floor = self.author_articles.floor(&author);
-                let ids = consistency::cache_fill(floor, self.store.article_ids_by_author(author))
-                    .await?;
-                Ok(Arc::new(ids))
-            })
-            .await
+        self.cached(&self.author_articles, &author, || async move {
+            Ok(Arc::new(self.store.article_ids_by_author(author).await?))
+        })
+        .await
     }
 
     pub async fn tags(&self) -> Shared<Vec<String>> {
-        self.tags
-            .get_or_load(&(), || {
-                consistency::cache_fill(self.tags.floor(&()), self.store.tags(MAX_TAGS_LISTED))
-            })
+        self.cached(&self.tags, &(), || self.store.tags(MAX_TAGS_LISTED))
             .await
     }
 
     /// Everyone `user` follows.
     pub async fn following(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
-        self.following
-            .get_or_load(&user, || async move {
-                let floor = self.following.floor(&user);
-                let ids = consistency::cache_fill(floor, self.store.following_ids(user)).await?;
-                Ok(Arc::new(ids.into_iter().collect()))
-            })
-            .await
+        self.cached(&self.following, &user, || async move {
+            let ids = self.store.following_ids(user).await?;
+            Ok(Arc::new(ids.into_iter().collect()))
+        })
+        .await
     }
 
     /// Returns every article `user` has favourited.
     pub async fn favorites(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
-        self.favorites
-            .get_or_load(&user, || async move {
-                let floor = self.favorites.floor(&user);
-                let ids = consistency::cache_fill(floor, self.store.favorited_ids(user)).await?;
-                Ok(Arc::new(ids.into_iter().collect()))
-            })
-            .await
+        self.cached(&self.favorites, &user, || async move {
+            let ids = self.store.favorited_ids(user).await?;
+            Ok(Arc::new(ids.into_iter().collect()))
+        })
+        .await
     }
 
     // Invalidation, called after the write has committed. Each key keeps
     // the write's log position as its floor, so that the next load cannot
-    // come from a replica that has not replayed the write.
+    // come from a replica that has not replayed the write. The same change
+    // goes to the other nodes through the bus, when there is one.
 
     pub async fn session_ended(&self, digest: &str) {
-        self.session_cache
-            .invalidate_at(&digest.to_string(), consistency::written())
-            .await;
+        self.changed(Change::SessionEnded {
+            digest: digest.to_string(),
+        })
+        .await;
     }
 
     pub async fn user_changed(&self, id: Id, usernames: &[&str]) {
-        self.profiles
-            .invalidate_at(&id, consistency::written())
-            .await;
-        for name in usernames {
-            self.user_ids
-                .invalidate_at(&name.to_string(), consistency::written())
-                .await;
-        }
+        let usernames = usernames.iter().map(|n| n.to_string()).collect();
+        self.changed(Change::User { id, usernames }).await;
     }
 
     pub async fn follows_changed(&self, follower: Id) {
-        self.following
-            .invalidate_at(&follower, consistency::written())
-            .await;
+        self.changed(Change::Follows { follower }).await;
     }
 
     pub async fn favorites_changed(&self, user: Id, article: Id) {
-        self.favorites
-            .invalidate_at(&user, consistency::written())
-            .await;
-        self.articles
-            .invalidate_at(&article, consistency::written())
-            .await;
+        self.changed(Change::Favorites { user, article }).await;
+    }
+
+    pub async fn comments_changed(&self, article: Id) {
+        self.changed(Change::Comments { article }).await;
     }
 
     /// Invalidates what an article by `author` changed when it was created,
     /// edited or deleted. `slugs` are its old and new slugs, and `tags` its old
     /// and new tags.
     pub async fn article_changed(&self, id: Id, author: Id, slugs: &[&str], tags: &[String]) {
-        self.articles
-            .invalidate_at(&id, consistency::written())
-            .await;
-        self.author_articles
-            .invalidate_at(&author, consistency::written())
-            .await;
-        for tag in tags {
-            self.tag_articles
-                .invalidate_at(tag, consistency::written())
-                .await;
-        }
-        for slug in slugs {
-            self.article_ids
-                .invalidate_at(&slug.to_string(), consistency::written())
-                .await;
-        }
-        self.global_pages.invalidate_all_at(consistency::written());
-        self.tags.invalidate_at(&(), consistency::written()).await;
+        self.changed(Change::Article {
+            id,
+            author,
+            slugs: slugs.iter().map(|s| s.to_string()).collect(),
+            tags: tags.to_vec(),
+        })
+        .await;
     }
 
     /// Invalidates what a deleted article changed: beyond [`Reads::article_changed`], its
     /// comments go, and every user's favourites may have held it.
     pub async fn article_deleted(&self, article: &ArticleRecord) {
-        self.article_changed(
-            article.id,
-            article.author_id,
-            &[&article.slug],
-            &article.tags,
-        )
+        self.changed(Change::ArticleDeleted {
+            id: article.id,
+            author: article.author_id,
+            slug: article.slug.clone(),
+            tags: article.tags.clone(),
+        })
         .await;
-        self.comments
-            .invalidate_at(&article.id, consistency::written())
-            .await;
-        self.favorites.invalidate_all_at(consistency::written());
     }
+
+    /// Applies a change made by this node and sends it to the others.
+    async fn changed(&self, change: Change) {
+        let floor = consistency::written();
+        self.apply(&change, floor).await;
+        if let Some(bus) = self.bus.get() {
+            bus.publish(&change, floor);
+        }
+    }
+
+    /// Drops every key that `change` made stale, leaving `floor` on each.
+    /// Changes from other nodes arrive here through the bus.
+    pub async fn apply(&self, change: &Change, floor: Position) {
+        match change {
+            Change::SessionEnded { digest } => {
+                self.session_cache.invalidate_at(digest, floor).await;
+            }
+            Change::User { id, usernames } => {
+                self.profiles.invalidate_at(id, floor).await;
+                for name in usernames {
+                    self.user_ids.invalidate_at(name, floor).await;
+                }
+            }
+            Change::Follows { follower } => {
+                self.following.invalidate_at(follower, floor).await;
+            }
+            Change::Favorites { user, article } => {
+                self.favorites.invalidate_at(user, floor).await;
+                self.articles.invalidate_at(article, floor).await;
+            }
+            Change::Comments { article } => {
+                self.comments.invalidate_at(article, floor).await;
+            }
+            Change::Article {
+                id,
+                author,
+                slugs,
+                tags,
+            } => {
+                self.article_keys_changed(*id, *author, slugs, tags, floor)
+                    .await;
+            }
+            Change::ArticleDeleted {
+                id,
+                author,
+                slug,
+                tags,
+            } => {
+                let slugs = std::slice::from_ref(slug);
+                self.article_keys_changed(*id, *author, slugs, tags, floor)
+                    .await;
+                self.comments.invalidate_at(id, floor).await;
+                self.favorites.invalidate_all_at(floor);
+            }
+        }
+    }
+
+    async fn article_keys_changed(
+        &self,
+        id: Id,
+        author: Id,
+        slugs: &[String],
+        tags: &[String],
+        floor: Position,
+    ) {
+        self.articles.invalidate_at(&id, floor).await;
+        self.author_articles.invalidate_at(&author, floor).await;
+        for tag in tags {
+            self.tag_articles.invalidate_at(tag, floor).await;
+        }
+        for slug in slugs {
+            self.article_ids.invalidate_at(slug, floor).await;
+        }
+        self.global_pages.invalidate_all_at(floor);
+        self.tags.invalidate_at(&(), floor).await;
+    }
+
+    /// Sends this node's changes to `bus`. Call it once, at start-up.
+    pub fn set_bus(&self, bus: Arc<dyn ChangeBus>) {
+        if self.bus.set(bus).is_err() {
+            tracing::warn!("the change bus was already set; keeping the first");
+        }
+    }
+
+    /// True while reads skip the caches.
+    pub fn bypassed(&self) -> bool {
+        self.bypass.load(Ordering::SeqCst)
+    }
+
+    /// Makes reads skip the caches, or use them again. Going back to the
+    /// caches drops every entry first, because changes that other nodes
+    /// made meanwhile may not have arrived.
+    pub fn set_bypass(&self, bypass: bool) {
+        if !bypass {
+            self.invalidate_everything();
+        }
+        if self.bypass.swap(bypass, Ordering::SeqCst) != bypass {
+            if bypass {
+                tracing::warn!("caches bypassed: changes from other nodes cannot arrive");
+            } else {
+                tracing::info!("caches in use again");
+            }
+        }
+    }
+
+    /// Drops every entry of every cache.
+    pub fn invalidate_everything(&self) {
+        let floor = consistency::written();
+        self.session_cache.invalidate_all_at(floor);
+        self.profiles.invalidate_all_at(floor);
+        self.user_ids.invalidate_all_at(floor);
+        self.articles.invalidate_all_at(floor);
+        self.article_ids.invalidate_all_at(floor);
+        self.global_pages.invalidate_all_at(floor);
+        self.tags.invalidate_all_at(floor);
+        self.following.invalidate_all_at(floor);
+        self.favorites.invalidate_all_at(floor);
+        self.author_articles.invalidate_all_at(floor);
+        self.tag_articles.invalidate_all_at(floor);
+        self.comments.invalidate_all_at(floor);
+    }
+}
+
+/// A committed write, named by the cached keys it made stale. Nodes send
+/// changes to each other so that no node's cache outlives another's write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    SessionEnded {
+        digest: String,
+    },
+    User {
+        id: Id,
+        usernames: Vec<String>,
+    },
+    Follows {
+        follower: Id,
+    },
+    Favorites {
+        user: Id,
+        article: Id,
+    },
+    Comments {
+        article: Id,
+    },
+    Article {
+        id: Id,
+        author: Id,
+        slugs: Vec<String>,
+        tags: Vec<String>,
+    },
+    ArticleDeleted {
+        id: Id,
+        author: Id,
+        slug: String,
+        tags: Vec<String>,
+    },
+}
+
+/// Carries each node's changes to every other node.
+pub trait ChangeBus: Send + Sync + 'static {
+    /// Sends `change`, committed at `floor`, without waiting for it to
+    /// arrive.
+    fn publish(&self, change: &Change, floor: Position);
 }
 
 /// Picks the ids of `page` from the union of `lists`, newest (largest) first.

@@ -1,5 +1,5 @@
-//! Private PostgreSQL clusters on loopback, for Infinity's tests,
-//! benchmarks and local topologies.
+//! Private PostgreSQL clusters and Redis servers on loopback, for
+//! Infinity's tests, benchmarks and local topologies.
 //!
 //! [`PgCluster::start`] creates a primary and streaming replicas in a new
 //! temporary directory. Every server listens only on `127.0.0.1`, on a free
@@ -27,9 +27,11 @@ mod binaries;
 mod cluster;
 mod process;
 mod reaper;
+mod redis;
 mod server;
 mod shared;
 
+pub use redis::RedisServer;
 pub use cluster::{PgCluster, PgOptions};
 pub use server::PgServer;
 pub use shared::{shared_cluster, shared_database, SharedDatabase};

@@ -37,6 +37,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub replication: ReplicationArgs,
 
+    /// Redis shared by every node, as redis://HOST:PORT: login sessions in
+    /// front of the database, Idempotency-Key records, session write
+    /// positions and cache invalidations [default: none, node-local]
+    #[arg(long, env = "INFINITY_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
     /// TOML settings file [default: ./infinity.toml when it exists]
     #[arg(long, env = "INFINITY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -120,6 +126,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     database: Option<String>,
     replicas: Option<Vec<String>>,
+    redis_url: Option<String>,
     max_replica_lag_seconds: Option<f64>,
     synchronous_replication: Option<bool>,
     db_connections: Option<u32>,
@@ -172,6 +179,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database: Database,
+    /// The shared Redis server, if any.
+    pub redis: Option<String>,
     pub drain: Duration,
     pub api: infinity_api::ApiConfig,
     /// Prefix of media URLs; empty for URLs relative to the API's host.
@@ -243,10 +252,17 @@ impl ServeArgs {
         if !public_url.is_empty() && !public_url.starts_with("http") {
             bail!("invalid public_url = {public_url:?} in the settings file: expected http(s)://HOST[:PORT]");
         }
+        let redis = self.redis.clone().or(file.redis_url.clone());
+        if let Some(url) = &redis {
+            if !url.starts_with("redis://") {
+                bail!("invalid Redis URL {url:?} (--redis): expected redis://HOST:PORT");
+            }
+        }
         Ok(Settings {
             listen,
             data_dir,
             database,
+            redis,
             drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(0)),
             api,
             public_url: public_url.trim_end_matches('/').to_string(),

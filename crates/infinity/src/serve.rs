@@ -11,6 +11,7 @@ use anyhow::Context;
 use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
 use infinity_jobs::objects::{LocalFolder, ObjectStore};
+use infinity_redis::{Redis, RedisBus, RedisIdempotency, RedisPositions, RedisSessions};
 use infinity_store::{JobQueue, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -78,6 +79,33 @@ pub async fn connect_postgres(settings: &Settings) -> anyhow::Result<PostgresSto
         .with_context(|| format!("cannot connect to {}", settings.database.describe()))
 }
 
+/// Builds the API's state, with Redis as the tier every node shares when
+/// one is configured.
+async fn shared_tier(
+    settings: &Settings,
+    stores: &Stores,
+    uploads: UploadSettings,
+) -> anyhow::Result<AppState> {
+    let Some(url) = &settings.redis else {
+        let state = AppState::new(
+            stores.store.clone(),
+            stores.sessions.clone(),
+            settings.api.clone(),
+        );
+        return Ok(state.with_uploads(uploads));
+    };
+    let redis = Redis::connect(url).await.map_err(anyhow::Error::msg)?;
+    let sessions = Arc::new(RedisSessions::new(redis.clone(), stores.sessions.clone()));
+    let state = AppState::new(stores.store.clone(), sessions, settings.api.clone())
+        .with_uploads(uploads)
+        .with_idempotency(Arc::new(RedisIdempotency::new(redis.clone())));
+    state
+        .positions
+        .set_shared(Arc::new(RedisPositions::new(redis.clone())));
+    RedisBus::start(redis, state.clone());
+    Ok(state)
+}
+
 fn objects(settings: &Settings) -> Arc<dyn ObjectStore> {
     Arc::new(LocalFolder::new(settings.data_dir.join("objects")))
 }
@@ -94,12 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         check_timeout: UPLOAD_CHECK_TIMEOUT,
         public_url: settings.public_url.clone(),
     };
-    let state = AppState::new(
-        stores.store.clone(),
-        stores.sessions.clone(),
-        settings.api.clone(),
-    )
-    .with_uploads(uploads);
+    let state = shared_tier(&settings, &stores, uploads).await?;
     let (stop_jobs, jobs_stopped) = watch::channel(false);
     let workers = crate::jobs::start(&settings, stores.store, stores.jobs, objects, jobs_stopped)?;
 
@@ -179,10 +202,17 @@ fn print_banner(settings: &Settings, address: SocketAddr) {
         0 => "none in this process".to_string(),
         n => format!("{n} in this process"),
     };
+    let (cache, sessions) = match &settings.redis {
+        Some(url) => (
+            format!("in-process, invalidated through Redis ({url})"),
+            "in Redis before the database",
+        ),
+        None => ("in-process".to_string(), "in the database"),
+    };
     let banner = format!(
         "Infinity {} serving http://{address}/api\n  \
          data folder  {}\n  \
-         tiers        database {}, cache in-process, sessions in the database,\n               \
+         tiers        database {}, cache {cache}, sessions {sessions},\n               \
          jobs embedded queue ({workers}), media local folder, e-mail {mail}\n",
         env!("CARGO_PKG_VERSION"),
         settings.data_dir.display(),
