@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod jobs;
 mod serve;
+mod topology;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -55,6 +56,16 @@ enum Command {
     /// Seed a realistic population on a running service and measure it
     /// under a read-heavy mix
     Load(infinity_load::LoadArgs),
+    /// Run the HTTP load balancer (Pingora) in front of API nodes
+    Lb(infinity_lb::LbArgs),
+    /// Start a local topology from a TOML file: PostgreSQL, Redis, API nodes
+    /// and a load balancer, under a supervisor in the background
+    Up(topology::UpArgs),
+    /// Show each process of a local topology, whether it is alive and
+    /// healthy; exit status 1 when one is not
+    Status(topology::StatusArgs),
+    /// Stop a local topology started with `infinity up`
+    Down(topology::DownArgs),
 }
 
 fn init_logging(format: &str) {
@@ -106,17 +117,31 @@ fn fix_mmap_threshold() {}
 
 fn main() {
     fix_mmap_threshold();
-    tokio::runtime::Builder::new_multi_thread()
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    // Pingora makes runtimes of its own, and refuses to start inside one.
+    if let Command::Lb(args) = command {
+        exit_on_error(infinity_lb::run(args));
+        return;
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the async runtime starts")
-        .block_on(run());
+        .block_on(run(command));
+    exit_on_error(result);
 }
 
-async fn run() {
-    let cli = Cli::parse();
-    init_logging(&cli.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+fn exit_on_error(result: anyhow::Result<()>) {
+    if let Err(error) = result {
+        eprintln!("infinity: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => match args.resolve() {
             Ok(settings) => serve::run(settings).await,
             Err(error) => Err(error),
@@ -135,9 +160,9 @@ async fn run() {
             Err(error) => Err(error),
         },
         Command::Load(args) => infinity_load::run(args).await.map(|_| ()),
-    };
-    if let Err(error) = result {
-        eprintln!("infinity: {error:#}");
-        std::process::exit(1);
+        Command::Up(args) => topology::up(args).await,
+        Command::Status(args) => topology::status(args).await,
+        Command::Down(args) => topology::down(args).await,
+        Command::Lb(_) => unreachable!("main runs the balancer before any runtime starts"),
     }
 }
