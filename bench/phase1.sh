@@ -9,15 +9,19 @@
 # against two nodes in turn:
 #   single    infinity serve --database PRIMARY
 #   replicas  infinity serve --database PRIMARY --replica R1 --replica R2
-# Each run has an unmeasured warm-up first. It prints, from /metrics scraped
-# around each measured run and from `infinity load --json`:
+# Each run has an unmeasured warm-up first, and the two set-ups take turns
+# for ROUNDS rounds, so that a slow spell of a shared machine hits both. It
+# prints, from /metrics scraped around each measured run and from
+# `infinity load --json`:
 #   1. the share of database reads that replicas served (target: > 90 %);
-#   2. p99 per operation of the mix, replicas against single;
+#   2. p99 per operation of the mix, replicas against single (the lower
+#      p99 of the rounds of each set-up);
 #   3. store queries per request.
 #
 # Usage: bench/phase1.sh
 # Environment: USERS (500), ARTICLES (5000), FEED_FOLLOWS (50),
 #   MIX_SECONDS (60), WARMUP_SECONDS (20), CONCURRENCY (8), SEED (1),
+#   ROUNDS (2),
 #   CACHE_ENTRIES (50000, entries per in-process cache of the node),
 #   KEEP=1 keeps the work folder (logs, metrics, JSON reports).
 set -euo pipefail
@@ -32,6 +36,7 @@ warmup_seconds="${WARMUP_SECONDS:-20}"
 concurrency="${CONCURRENCY:-8}"
 seed="${SEED:-1}"
 cache_entries="${CACHE_ENTRIES:-50000}"
+rounds="${ROUNDS:-2}"
 
 target_replica_share=90
 
@@ -126,7 +131,7 @@ measure() {
     log "$name: warm-up mix, $warmup_seconds s"
     "$bin" load --target "$url" --reuse "$state" --state "$state" \
         --duration "${warmup_seconds}s" --concurrency "$concurrency" --json --quiet \
-        >"$work/$name-warmup.json" 2>"$work/$name-warmup.log"
+        >"$work/warmup-$name.json" 2>"$work/warmup-$name.log"
     curl -sf "$url/metrics" >"$work/$name-before.txt"
     log "$name: measured mix, $mix_seconds s at concurrency $concurrency"
     "$bin" load --target "$url" --reuse "$state" --state "$state" \
@@ -156,48 +161,69 @@ log "seeding $users users and $articles articles"
 jq -r '.seeding | "seeded in \(.elapsed_s | floor) s: \(.users) users, \(.articles) articles, \(.errors) errors"' "$work/seed.json" >&2
 stop_server
 
-start_server single --database "$primary"
-measure single
-stop_server
-
 replica_flags=()
 for replica in "${replicas[@]}"; do
     replica_flags+=(--replica "$replica")
 done
-start_server replicas --database "$primary" "${replica_flags[@]}"
-# Every replica in rotation before the warm-up starts.
-for _ in $(seq 100); do
-    in_rotation="$(curl -sf "$url/readyz" | jq '[.checks.database.servers[] | select(.in_rotation)] | length')"
-    [ "$in_rotation" = 3 ] && break
-    sleep 0.1
+for round in $(seq "$rounds"); do
+    start_server "single-$round" --database "$primary"
+    measure "single-$round"
+    stop_server
+
+    start_server "replicas-$round" --database "$primary" "${replica_flags[@]}"
+    # Every replica in rotation before the warm-up starts.
+    for _ in $(seq 100); do
+        in_rotation="$(curl -sf "$url/readyz" | jq '[.checks.database.servers[] | select(.in_rotation)] | length')"
+        [ "$in_rotation" = 3 ] && break
+        sleep 0.1
+    done
+    measure "replicas-$round"
+    stop_server
 done
-measure replicas
-curl -sf "$url/readyz" >"$work/replicas-readyz.json"
-stop_server
 
 # --- Report -------------------------------------------------------------------
 
-replica_reads="$(delta infinity_db_reads_total 'target="replica"' replicas)"
-primary_reads="$(delta infinity_db_reads_total 'target="primary"' replicas)"
+# Sums delta() over the rounds of set-up $3.
+delta_rounds() {
+    local total=0
+    for round in $(seq "$rounds"); do
+        total=$((total + $(delta "$1" "$2" "$3-$round")))
+    done
+    echo "$total"
+}
+
+replica_reads="$(delta_rounds infinity_db_reads_total 'target="replica"' replicas)"
+primary_reads="$(delta_rounds infinity_db_reads_total 'target="primary"' replicas)"
 all_reads=$((replica_reads + primary_reads))
 share="$(echo "scale=1; 100 * $replica_reads / $all_reads" | bc -l)"
-single_primary_reads="$(delta infinity_db_reads_total 'target="primary"' single)"
+single_primary_reads="$(delta_rounds infinity_db_reads_total 'target="primary"' single)"
+
+# Merges the rounds of set-up $1 into $work/$1.json: per operation, the
+# count summed and the lower p99.
+jq -s '{requests: (map(.requests) | add), errors: (map(.errors) | add),
+        operations: (map(.operations[]) | group_by(.name)
+          | map({name: .[0].name, count: (map(.count) | add), p99_ms: (map(.p99_ms) | min)}))}' \
+    "$work"/single-[0-9]*.json >"$work/single.json"
+jq -s '{requests: (map(.requests) | add), errors: (map(.errors) | add),
+        operations: (map(.operations[]) | group_by(.name)
+          | map({name: .[0].name, count: (map(.count) | add), p99_ms: (map(.p99_ms) | min)}))}' \
+    "$work"/replicas-[0-9]*.json >"$work/replicas.json"
 
 echo
 echo "Phase 1: PostgreSQL primary alone, then with two streaming replicas ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m))"
 echo "population: $users users, $articles articles, feed user follows $feed_follows; seed $seed"
-echo "mix: $mix_seconds s at concurrency $concurrency after a $warmup_seconds s warm-up, per run"
+echo "mix: $rounds rounds of $mix_seconds s per set-up at concurrency $concurrency, each after a $warmup_seconds s warm-up, set-ups taking turns"
 echo
 for name in single replicas; do
     requests="$(jq '.requests' "$work/$name.json")"
     errors="$(jq '.errors' "$work/$name.json")"
-    queries="$(delta infinity_db_queries_total '' "$name")"
-    http="$(delta infinity_http_requests_total '' "$name")"
+    queries="$(delta_rounds infinity_db_queries_total '' "$name")"
+    http="$(delta_rounds infinity_http_requests_total '' "$name")"
     echo "$name: $requests requests, $errors errors; $queries store queries for $http HTTP requests ($(echo "scale=3; $queries / $http" | bc -l) per request)"
 done
-echo "  replay-position checks (replicas run): $(delta infinity_db_queries_total 'operation="replay_position"' replicas)"
+echo "  replay-position checks (replicas runs): $(delta_rounds infinity_db_queries_total 'operation="replay_position"' replicas)"
 echo
-echo "database reads in the replicas run: $replica_reads on replicas, $primary_reads on the primary (single run: $single_primary_reads, all on the primary)"
+echo "database reads in the replicas runs: $replica_reads on replicas, $primary_reads on the primary (single runs: $single_primary_reads, all on the primary)"
 printf '%-40s %12s %10s %s\n' "figure" "value" "target" "result"
 result="$(if [ "$(echo "$share > $target_replica_share" | bc -l)" = 1 ]; then echo pass; else echo FAIL; fi)"
 printf '%-40s %11s%% %9s%% %s\n' "reads served by replicas" "$share" "> $target_replica_share" "$result"

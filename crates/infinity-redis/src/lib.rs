@@ -2,7 +2,7 @@
 //! database, `Idempotency-Key` records, each session's write position, and
 //! the bus that carries cache invalidations between nodes.
 //!
-//! Redis holds nothing that cannot be lost. Sessions stay in the database,
+//! Redis stores nothing that cannot be lost. Sessions stay in the database,
 //! which remains their record, and Redis only spares it the lookups. When
 //! Redis is unreachable, every call here fails fast and its caller falls
 //! back: sessions to the database, idempotency records to the node's
@@ -59,7 +59,7 @@ impl Redis {
             up: AtomicBool::new(false),
         });
         if let Err(error) = redis.manager().await {
-            tracing::warn!(%error, "Redis unreachable at start-up; falling back until it answers");
+            tracing::warn!(%error, "Redis unreachable at start-up; falling back until it responds");
             let waiting = redis.clone();
             tokio::spawn(async move {
                 while waiting.manager().await.is_err() {
@@ -143,9 +143,9 @@ impl Redis {
     fn mark(&self, up: bool) {
         if self.up.swap(up, Ordering::SeqCst) != up {
             if up {
-                tracing::info!("Redis answers again");
+                tracing::info!("Redis responds again");
             } else {
-                tracing::warn!("Redis stopped answering; falling back");
+                tracing::warn!("Redis stopped responding; falling back");
             }
             metrics::gauge!("infinity_redis_up").set(if up { 1.0 } else { 0.0 });
         }

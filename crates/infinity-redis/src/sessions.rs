@@ -83,7 +83,7 @@ impl RedisSessions {
             .run(redis::cmd("DEL").arg(key("session", digest)))
             .await;
         if let Err(error) = deleted {
-            tracing::warn!(%error, "deleting a session from Redis failed; retrying until it answers");
+            tracing::warn!(%error, "deleting a session from Redis failed; retrying until it responds");
             let _ = self.retries.send(digest.to_string());
         }
     }
