@@ -103,7 +103,23 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
     JobRow::from_row(row)?.try_into()
 }
 
-fn lease_end(lease: Duration) -> i64 {
+/// Turns `(state, count)` rows into a count for every state, zero for the
+/// states without rows.
+pub(crate) fn counts_by_state(rows: &[(String, i64)]) -> Vec<(JobState, u64)> {
+    JobState::ALL
+        .into_iter()
+        .map(|state| {
+            let count = rows
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, n)| *n as u64);
+            (state, count)
+        })
+        .collect()
+}
+
+/// The end of a lease taken now, in Unix milliseconds.
+pub(crate) fn lease_end(lease: Duration) -> i64 {
     to_ms(Utc::now()) + lease.as_millis() as i64
 }
 
@@ -258,15 +274,6 @@ impl JobQueue for SqliteStore {
             sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
                 .fetch_all(self.reader())
                 .await?;
-        Ok(JobState::ALL
-            .into_iter()
-            .map(|state| {
-                let count = rows
-                    .iter()
-                    .find(|(s, _)| s == state.as_str())
-                    .map_or(0, |(_, n)| *n as u64);
-                (state, count)
-            })
-            .collect())
+        Ok(counts_by_state(&rows))
     }
 }

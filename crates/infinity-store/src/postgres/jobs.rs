@@ -10,13 +10,9 @@ use chrono::{DateTime, Utc};
 use super::{count, PostgresStore};
 use crate::error::StoreResult;
 use crate::ids::Id;
-use crate::jobs::{JobQueue, JobRecord, JobState};
+use crate::jobs::{counts_by_state, lease_end, JobQueue, JobRecord, JobState};
 use crate::model::NewJob;
 use crate::rows::{records, to_ms, JobRow};
-
-fn lease_end(lease: Duration) -> i64 {
-    to_ms(Utc::now()) + lease.as_millis() as i64
-}
 
 #[async_trait]
 impl JobQueue for PostgresStore {
@@ -163,15 +159,6 @@ impl JobQueue for PostgresStore {
             sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
                 .fetch_all(&self.primary_pool()?)
                 .await?;
-        Ok(JobState::ALL
-            .into_iter()
-            .map(|state| {
-                let count = rows
-                    .iter()
-                    .find(|(s, _)| s == state.as_str())
-                    .map_or(0, |(_, n)| *n as u64);
-                (state, count)
-            })
-            .collect())
+        Ok(counts_by_state(&rows))
     }
 }
