@@ -24,6 +24,11 @@ use crate::error::{StoreError, StoreResult};
 /// Consecutive good probes a replica needs before it serves reads again.
 const REJOIN_PROBES: u32 = 3;
 
+/// How long a request waits for a connection. While a dead server refuses
+/// connections, sqlx keeps trying for this long, so it bounds how long a
+/// write hangs on a primary that has died before it fails with a 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// No primary known yet.
 const NO_PRIMARY: usize = usize::MAX;
 
@@ -187,7 +192,7 @@ impl Cluster {
             let pool = PgPoolOptions::new()
                 .max_connections(connections.max(1))
                 .min_connections(0)
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A broken connection fails its statement; reads then go to
                 // the primary and writes retry `BEGIN` once, so a ping before
                 // every statement would only add a round trip.
