@@ -31,7 +31,7 @@ mod redis;
 mod server;
 mod shared;
 
-pub use redis::RedisServer;
 pub use cluster::{PgCluster, PgOptions};
+pub use redis::RedisServer;
 pub use server::PgServer;
 pub use shared::{shared_cluster, shared_database, SharedDatabase};

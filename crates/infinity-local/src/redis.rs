@@ -27,7 +27,9 @@ impl RedisServer {
     pub fn start() -> io::Result<Self> {
         let server = Self {
             port: pick_free_port()?,
-            dir: tempfile::Builder::new().prefix("infinity-redis-").tempdir()?,
+            dir: tempfile::Builder::new()
+                .prefix("infinity-redis-")
+                .tempdir()?,
             child: Mutex::new(None),
         };
         server.run()?;
