@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 
 use crate::AppState;
 
+/// How long `/readyz` waits for the database, so that a hung server makes
+/// the node unready instead of hanging the check.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Infinity's OpenAPI document: the RealWorld specification plus Infinity's
 /// additions, in YAML as maintained, served as JSON.
 const OPENAPI_YAML: &str = include_str!("../openapi.yml");
@@ -42,11 +46,16 @@ async fn healthz() -> Json<Value> {
 /// not shutting down.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.reads.store();
-    let database = match store.ping().await {
-        Ok(()) => json!({ "engine": store.engine(), "status": "up" }),
-        Err(error) => {
+    let database = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => json!({ "engine": store.engine(), "status": "up" }),
+        Ok(Err(error)) => {
             json!({ "engine": store.engine(), "status": "down", "error": error.to_string() })
         }
+        Err(_) => json!({
+            "engine": store.engine(),
+            "status": "down",
+            "error": format!("the database did not respond within {} s", PING_TIMEOUT.as_secs()),
+        }),
     };
     let draining = state.draining.load(Ordering::SeqCst);
     let ready = database["status"] == "up" && !draining;

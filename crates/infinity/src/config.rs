@@ -306,6 +306,7 @@ impl ReplicationArgs {
             if !is_postgres_url(url) {
                 bail!("invalid replica {url:?}: expected postgres://USER@HOST:PORT/DB");
             }
+            check_postgres_url(url)?;
         }
         options.replicas = replicas;
         options.synchronous = synchronous;
@@ -327,6 +328,23 @@ impl ReplicationArgs {
 
 fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Checks that a PostgreSQL URL names its host and database. Left out, the
+/// driver would fill in libpq's defaults, such as a local socket, and reach
+/// whichever server runs there.
+fn check_postgres_url(url: &str) -> anyhow::Result<()> {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let database = path.split('?').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') || database.is_empty() {
+        bail!("invalid PostgreSQL URL {url:?}: expected postgres://USER@HOST:PORT/DATABASE, with the host and database named");
+    }
+    infinity_store::server_name(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }
 
 impl JobArgs {
@@ -394,7 +412,7 @@ pub fn parse_database(url: &str) -> anyhow::Result<Database> {
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
     if is_postgres_url(url) {
-        infinity_store::server_name(url).map_err(|e| anyhow::anyhow!("invalid database: {e}"))?;
+        check_postgres_url(url)?;
         return Ok(Database::Postgres(PostgresOptions::new(url)));
     }
     if url.contains("://") {
@@ -426,6 +444,10 @@ mod tests {
             Database::Postgres(PostgresOptions::new("postgres://app@db:5433/photos"))
         );
         assert!(parse_database("sqlite:").is_err());
+        assert!(parse_database("postgres://").is_err());
+        assert!(parse_database("postgres://app@db:5432").is_err());
+        assert!(parse_database("postgres://app@:5432/photos").is_err());
+        assert!(parse_database("postgresql://db/photos").is_ok());
         assert!(parse_database("mysql://x").is_err());
     }
 

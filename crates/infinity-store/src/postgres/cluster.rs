@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ const REJOIN_PROBES: u32 = 3;
 /// connections, sqlx keeps trying for this long, so it bounds how long a
 /// write hangs on a primary that has died before it fails with a 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The least history of the primary's positions kept to measure lag.
+const LAG_HISTORY: Duration = Duration::from_secs(300);
 
 /// No primary known yet.
 const NO_PRIMARY: usize = usize::MAX;
@@ -126,6 +129,8 @@ pub(crate) struct Timing {
 pub(crate) struct Cluster {
     servers: Vec<Server>,
     primary: AtomicUsize,
+    /// The highest timeline any primary has had.
+    newest_timeline: AtomicI32,
     next_replica: AtomicUsize,
     /// Recent (time, WAL position) readings of the primary, oldest first,
     /// from which a replica's lag in seconds is read off.
@@ -137,6 +142,8 @@ pub(crate) struct Cluster {
 struct Probe {
     in_recovery: bool,
     position: Position,
+    /// A primary's timeline, or the timeline a replica streams from (0
+    /// while its WAL receiver is not streaming).
     timeline: i32,
     synchronous_names: String,
 }
@@ -218,6 +225,7 @@ impl Cluster {
         let cluster = Arc::new(Self {
             servers,
             primary: AtomicUsize::new(NO_PRIMARY),
+            newest_timeline: AtomicI32::new(0),
             next_replica: AtomicUsize::new(0),
             samples: Mutex::new(VecDeque::new()),
             timing,
@@ -254,14 +262,19 @@ impl Cluster {
         self.servers
             .get(self.primary.load(Ordering::SeqCst))
             .ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "no primary among {}",
-                    self.servers
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                let servers: Vec<String> = self
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        let health = s.health();
+                        match (&health.error, health.role) {
+                            (Some(error), _) => format!("{} ({error})", s.name),
+                            (None, Role::Replica) => format!("{} (a replica)", s.name),
+                            (None, _) => s.name.clone(),
+                        }
+                    })
+                    .collect();
+                StoreError::Unavailable(format!("no primary among {}", servers.join(", ")))
             })
     }
 
@@ -326,7 +339,9 @@ impl Cluster {
                (CASE WHEN pg_is_in_recovery() \
                   THEN coalesce(pg_last_wal_replay_lsn(), '0/0') \
                   ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, \
-               CASE WHEN pg_is_in_recovery() THEN 0 \
+               CASE WHEN pg_is_in_recovery() \
+                  THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver \
+                                 WHERE status = 'streaming'), 0) \
                   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int \
                END, \
                current_setting('synchronous_standby_names')",
@@ -397,7 +412,26 @@ impl Cluster {
                         health.lag = lag;
                         health.lag_bytes =
                             primary_position.map_or(0, |p| p.saturating_sub(probe.position));
-                        self.update_rotation(server, &mut health, lag);
+                        let primary_timeline = self.newest_timeline.load(Ordering::SeqCst);
+                        if health.lag_bytes > 0 && probe.timeline != primary_timeline {
+                            // Not streaming the primary's timeline: stopped,
+                            // or still following a primary that was replaced.
+                            // It may never catch up, so it serves nothing
+                            // until it streams again.
+                            let reason = format!(
+                                "not streaming from the primary's timeline {primary_timeline} \
+                                 (streaming timeline {})",
+                                probe.timeline
+                            );
+                            if health.in_rotation {
+                                tracing::warn!(server = %server.name, %reason, "replica left rotation");
+                            }
+                            health.in_rotation = false;
+                            health.good_probes = 0;
+                            health.error = Some(reason);
+                        } else {
+                            self.update_rotation(server, &mut health, lag);
+                        }
                     }
                 }
             }
@@ -406,36 +440,43 @@ impl Cluster {
     }
 
     /// Keeps the current primary unless another server is a primary on a
-    /// newer timeline, or the current one is gone and another has taken over.
+    /// newer timeline, or the current one is gone and another has taken
+    /// over. A server on an older timeline than any primary seen so far is
+    /// never elected: it is a former primary that came back after a
+    /// failover, and writes to it would be lost.
     fn elect_primary(&self, probes: &[Result<Probe, String>]) {
         let current = self.primary.load(Ordering::SeqCst);
+        let newest_seen = self.newest_timeline.load(Ordering::SeqCst);
         let best = probes
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match p {
-                Ok(p) if !p.in_recovery => Some((i, p.timeline)),
+                Ok(p) if !p.in_recovery && p.timeline >= newest_seen => Some((i, p.timeline)),
                 _ => None,
             })
             .max_by_key(|&(i, timeline)| (timeline, i == current));
-        if let Some((index, timeline)) = best {
-            if index != current {
-                let current_timeline = match probes.get(current) {
-                    Some(Ok(p)) if !p.in_recovery => Some(p.timeline),
-                    _ => None,
-                };
-                if current_timeline.is_none_or(|t| timeline > t) {
-                    if current == NO_PRIMARY {
-                        tracing::info!(server = %self.servers[index].name, timeline, "found the primary");
-                    } else {
-                        tracing::warn!(
-                            server = %self.servers[index].name,
-                            timeline,
-                            "following a new primary"
-                        );
-                    }
-                    self.primary.store(index, Ordering::SeqCst);
-                }
+        let Some((index, timeline)) = best else {
+            return;
+        };
+        self.newest_timeline.fetch_max(timeline, Ordering::SeqCst);
+        if index == current {
+            return;
+        }
+        let current_timeline = match probes.get(current) {
+            Some(Ok(p)) if !p.in_recovery => Some(p.timeline),
+            _ => None,
+        };
+        if current_timeline.is_none_or(|t| timeline > t) {
+            if current == NO_PRIMARY {
+                tracing::info!(server = %self.servers[index].name, timeline, "found the primary");
+            } else {
+                tracing::warn!(
+                    server = %self.servers[index].name,
+                    timeline,
+                    "following a new primary"
+                );
             }
+            self.primary.store(index, Ordering::SeqCst);
         }
     }
 
@@ -470,8 +511,9 @@ impl Cluster {
         if samples.back().is_none_or(|&(_, last)| position > last) {
             samples.push_back((now, position));
         }
-        // Enough history to measure a lag of twice the bound.
-        let keep = self.timing.max_lag * 2 + self.timing.probe_interval * 4;
+        // Enough history to measure a lag of twice the bound, and at least
+        // five minutes for the lag that `/readyz` shows.
+        let keep = (self.timing.max_lag * 2).max(LAG_HISTORY) + self.timing.probe_interval * 4;
         while samples.len() > 1 && samples.front().is_some_and(|&(t, _)| now - t > keep) {
             samples.pop_front();
         }

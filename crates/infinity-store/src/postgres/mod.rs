@@ -800,25 +800,40 @@ impl Store for PostgresStore {
         body: String,
     ) -> StoreResult<CommentRecord> {
         count("add_comment");
-        let id = self.ids.next(shard_of(article));
-        let result = sqlx::query_as::<_, CommentRow>(
-            "INSERT INTO comments (id, article_id, author_id, body, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
-        )
-        .bind(id)
-        .bind(article)
-        .bind(author)
-        .bind(&body)
-        .bind(to_ms(now()))
-        .fetch_one(&self.primary_pool()?)
-        .await;
-        let row = match result {
-            Ok(row) => row,
-            // The article was deleted between the lookup and this insert.
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                return Err(StoreError::NotFound)
+        let pool = self.primary_pool()?;
+        let mut attempt = 0;
+        let row = loop {
+            attempt += 1;
+            let id = self.ids.next(shard_of(article));
+            let result = sqlx::query_as::<_, CommentRow>(
+                "INSERT INTO comments (id, article_id, author_id, body, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
+            )
+            .bind(id)
+            .bind(article)
+            .bind(author)
+            .bind(&body)
+            .bind(to_ms(now()))
+            .fetch_one(&pool)
+            .await;
+            match result {
+                Ok(row) => break row,
+                // The article was deleted between the lookup and this insert.
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                    return Err(StoreError::NotFound)
+                }
+                // NOTE: identifiers carry no node number, so two nodes can
+                // mint the same one in the same millisecond; a fresh one is
+                // taken then.
+                Err(sqlx::Error::Database(db))
+                    if db.is_unique_violation()
+                        && db.constraint() == Some("comments_pkey")
+                        && attempt < 5 =>
+                {
+                    tracing::debug!(id, "comment id taken by another node; minting another");
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
         self.committed().await;
         row.try_into()
