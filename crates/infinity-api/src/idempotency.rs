@@ -8,8 +8,9 @@
 //! still running is a 409. Keys belong to the session that sent them, so
 //! one user can never replay another's response.
 //!
-//! Responses with a 5xx status are not stored: the request may not have
-//! happened, and the client may try again with the same key.
+//! Responses with a 5xx, 408, 409 or 429 status are not stored: they say
+//! "try again later", and the client may do so with the same key. Neither is
+//! an attempt whose client went away before the response.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,16 +214,56 @@ fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The record key: the session's token digest, or `anonymous`, and the
-/// client's key.
-fn record_key(request: &Request, key: &str) -> String {
+/// The record key: the session's token digest and the client's key. Keys
+/// sent without a session (registration, login) also carry the request's
+/// fingerprint, because unrelated clients may pick the same key.
+fn record_key(request: &Request, key: &str, fingerprint: &str) -> String {
     let session = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().split_once(' '))
         .map(|(_, token)| token_digest(token.trim()));
-    format!("{}:{key}", session.as_deref().unwrap_or("anonymous"))
+    match session {
+        Some(digest) => format!("{digest}:{key}"),
+        None => format!("anonymous:{fingerprint}:{key}"),
+    }
+}
+
+/// Statuses that say "try again later" rather than what the request did,
+/// so they are not stored.
+fn is_transient(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// Frees the key of an attempt that ends without storing a response,
+/// including one whose client went away and dropped the request.
+struct Attempt {
+    store: Arc<dyn IdempotencyStore>,
+    record: Option<String>,
+}
+
+impl Attempt {
+    /// Marks the attempt as settled: its record is stored, or was released.
+    fn settle(&mut self) {
+        self.record = None;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.release(&record).await {
+                    tracing::warn!(%error, "releasing an idempotency key failed");
+                }
+            });
+        }
+    }
 }
 
 fn replay(stored: StoredResponse) -> Response {
@@ -259,7 +300,6 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             .into_response()
         }
     };
-    let record = record_key(&request, &key);
     let (parts, body) = request.into_parts();
     // The largest body any route accepts: a photo upload, or a JSON body.
     let upload_limit = state
@@ -280,6 +320,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .map_or(parts.uri.path(), |p| p.as_str());
     let fingerprint = fingerprint(&parts.method, path, &bytes);
     let request = Request::from_parts(parts, Body::from(bytes));
+    let record = record_key(&request, &key, &fingerprint);
 
     let store = &state.idempotency;
     match store.begin(&record, &fingerprint).await {
@@ -306,19 +347,20 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
 
+    let mut attempt = Attempt {
+        store: store.clone(),
+        record: Some(record.clone()),
+    };
     let response = next.run(request).await;
     let (parts, body) = response.into_parts();
-    if parts.status.is_server_error() {
-        if let Err(error) = store.release(&record).await {
-            tracing::warn!(%error, "releasing an idempotency key failed");
-        }
+    if is_transient(parts.status) {
+        // Dropping `attempt` releases the key.
         return Response::from_parts(parts, body);
     }
     let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
         Ok(bytes) => bytes,
         Err(error) => {
             tracing::warn!(%error, "response too large to store for its Idempotency-Key");
-            let _ = store.release(&record).await;
             return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
         }
     };
@@ -334,6 +376,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if let Err(error) = store.finish(&record, &fingerprint, stored).await {
         tracing::warn!(%error, "storing the response of an Idempotency-Key failed");
     }
+    attempt.settle();
     Response::from_parts(parts, Body::from(bytes))
 }
 
