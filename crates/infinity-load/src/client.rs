@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 /// Maximum attempts of one seeding request that the target rejects with 429.
 const MAX_RATE_LIMITED_ATTEMPTS: u32 = 30;
 
+/// Header under which the target stores a write's first response and replays it for a
+/// repeat; see [`ApiClient::request`].
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// Pause after a 429 without a usable Retry-After header.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -87,13 +91,23 @@ impl ApiClient {
     }
 
     /// Starts a request to `path` (which begins with /api), with the token when given.
+    ///
+    /// Every request that is not GET, HEAD or OPTIONS gets a new random
+    /// `Idempotency-Key`, so that a load balancer may repeat it on another node after a
+    /// broken connection, and the server replays the first response instead of applying
+    /// it twice. A request sent again after a response (such as a 429) is built anew and
+    /// gets a new key, because the server would replay the stored response for the old one.
     pub fn request(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, format!("{}{path}", self.base));
+        let is_write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if is_write {
+            builder = builder.header(IDEMPOTENCY_KEY, new_idempotency_key());
+        }
         match token {
             Some(token) => builder.header(header::AUTHORIZATION, format!("Token {token}")),
             None => builder,
@@ -238,6 +252,11 @@ fn user_token(body_json: &Value, path: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Returns a new `Idempotency-Key` value: 128 random bits as 32 hexadecimal digits.
+fn new_idempotency_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Returns the pause a Retry-After header requests, capped at [`MAX_RETRY_AFTER`].
 ///
 /// NOTE: only the delay-seconds form is read. An HTTP-date value falls back to
@@ -277,6 +296,34 @@ mod tests {
         );
         assert_eq!(retry_after(&headers("-2")), DEFAULT_RETRY_AFTER);
         assert_eq!(retry_after(&headers("86400")), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn writes_get_a_new_idempotency_key() {
+        let client = ApiClient::new("http://127.0.0.1:1", 1, Duration::from_secs(1)).unwrap();
+        let key = |method: Method| {
+            let request = client
+                .request(method, "/api/articles", Some("t"))
+                .build()
+                .unwrap();
+            request
+                .headers()
+                .get(IDEMPOTENCY_KEY)
+                .map(|value| value.to_str().unwrap().to_string())
+        };
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let first = key(method.clone()).expect("a write carries a key");
+            let second = key(method.clone()).expect("a write carries a key");
+            assert_eq!(first.len(), 32, "{method} {first}");
+            assert!(
+                first.bytes().all(|byte| byte.is_ascii_hexdigit()),
+                "{first}"
+            );
+            assert_ne!(first, second, "{method} reuses a key");
+        }
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(key(method.clone()), None, "{method}");
+        }
     }
 
     #[test]
