@@ -324,10 +324,11 @@ impl Fleet {
     ///
     /// NOTE: nodes mint row ids with a per-process sequence and no process
     /// component (infinity-store's `IdGenerator`), and a comment's id takes
-    /// its article's shard. Two nodes that add a comment to the same article
-    /// in the same millisecond mint the same id, and the second insert fails
-    /// on `comments_pkey` with a 500. The drills count these apart, and check
-    /// that each one matches such a line in a node's log.
+    /// its article's shard, so two nodes commenting on one article in the
+    /// same millisecond can mint the same id. The PostgreSQL store then mints
+    /// another, up to five times; a 500 on `comments_pkey` would mean those
+    /// tries ran out. The drills count such failures apart, and check that
+    /// each one matches a line in a node's log.
     fn id_collisions(&self, tally: &Tally) -> u64 {
         let collisions = tally.failures.get(COMMENT_500).copied().unwrap_or(0);
         let logged = self.count_in_node_logs("violates unique constraint \"comments_pkey\"");
