@@ -56,7 +56,7 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
-/// What a key held when an attempt began.
+/// The state of a key when an attempt began.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// The key was free and now marks this attempt as running.
@@ -78,7 +78,7 @@ pub struct Record {
 }
 
 impl Record {
-    /// What a new attempt with `fingerprint` finds in this record.
+    /// Returns what a new attempt with `fingerprint` finds in this record.
     pub fn begin(&self, fingerprint: &str) -> Begin {
         if self.fingerprint != fingerprint {
             return Begin::Mismatch;
@@ -90,7 +90,7 @@ impl Record {
     }
 }
 
-/// Where idempotency records live: in the process, or shared by every node.
+/// Storage for idempotency records: in the process, or shared by every node.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Marks `key` as running for `fingerprint`, unless it already holds a

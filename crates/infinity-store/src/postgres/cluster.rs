@@ -138,7 +138,7 @@ pub(crate) struct Cluster {
     timing: Timing,
 }
 
-/// What one probe of one server found.
+/// The result of one probe of one server.
 struct Probe {
     in_recovery: bool,
     position: Position,
