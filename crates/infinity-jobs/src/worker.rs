@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use infinity_store::consistency;
 use infinity_store::{JobQueue, JobRecord};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -127,7 +128,10 @@ impl Worker {
     async fn run_job(&self, job: JobRecord) {
         let span =
             tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        self.run_job_in_span(job).instrument(span).await;
+        // A job was committed with the rows it is about, and a replica may
+        // not have replayed them yet, so a job's reads go to the primary.
+        let scope = consistency::Scope::new(consistency::Position::MAX, 0);
+        consistency::within(scope, self.run_job_in_span(job).instrument(span)).await;
     }
 
     async fn run_job_in_span(&self, job: JobRecord) {
