@@ -95,7 +95,7 @@ impl Redis {
     }
 
     /// Runs one command with a bounded wait, recording whether Redis
-    /// answered.
+    /// responded.
     pub async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> SharedResult<T> {
         let mut connection = self.manager().await.inspect_err(|_| self.mark(false))?;
         let result = tokio::time::timeout(COMMAND_TIMEOUT, command.query_async(&mut connection))

@@ -91,6 +91,11 @@ impl TestServer {
         let data = tempfile::tempdir().expect("temporary folder");
         let engine = open_engine(data.path()).await;
         let state = AppState::new(engine.store.clone(), engine.sessions.clone(), config);
+        Self::serve(state, engine, data).await
+    }
+
+    /// Serves `state` on a free loopback port for the rest of the test.
+    async fn serve(state: AppState, engine: Engine, data: TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -408,24 +413,7 @@ impl TestServer {
             ApiConfig::default(),
         )
         .with_uploads(uploads);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-        Self {
-            base: format!("http://{address}"),
-            client: reqwest::Client::new(),
-            store: engine.store,
-            jobs: engine.jobs,
-            postgres: engine.postgres,
-            _data: data,
-        }
+        Self::serve(state, engine, data).await
     }
 
     /// Counts the rows of `table`, straight from the database.

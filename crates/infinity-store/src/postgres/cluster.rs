@@ -214,7 +214,7 @@ impl Cluster {
                     timeline: 0,
                     lag: Duration::ZERO,
                     lag_bytes: 0,
-                    // A replica that answers the first probe serves at once.
+                    // A replica that responds to the first probe serves at once.
                     in_rotation: false,
                     good_probes: REJOIN_PROBES - 1,
                     error: None,
@@ -283,7 +283,7 @@ impl Cluster {
     }
 
     /// Picks a replica in rotation that has replayed `floor`, taking turns
-    /// among them. When none is known to have, it asks one replica for its
+    /// among them. When none is known to have, it queries one replica for its
     /// replay position directly, because the last probe may be a few
     /// milliseconds old. Returns `None` when the primary must serve.
     pub(crate) async fn replica_for(&self, floor: Position) -> Option<&Server> {

@@ -42,7 +42,7 @@ pub struct PostgresOptions {
     pub max_replica_lag: Duration,
     /// How often every server is asked for its role and position.
     pub probe_interval: Duration,
-    /// How long a replica may take to answer a probe or a read before it
+    /// How long a replica may take to respond to a probe or a read before it
     /// leaves rotation and the read goes to the primary.
     pub replica_timeout: Duration,
     /// Requires the primary to confirm each commit with a synchronous
