@@ -14,6 +14,7 @@ pub mod ops;
 mod profiles;
 pub mod ratelimit;
 pub mod reads;
+pub mod shared_cache;
 pub mod telemetry;
 pub mod uploads;
 mod users;

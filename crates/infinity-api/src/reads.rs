@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use infinity_cache::{CacheConfig, ReadThrough};
@@ -16,6 +18,9 @@ use infinity_store::{
     ArticleFilter, ArticleRecord, CommentRecord, Id, Page, ProfileRecord, SessionRecord, Store,
 };
 use infinity_store::{SessionStore, StoreError};
+
+use crate::consistency::skip_local_caches;
+use crate::shared_cache::{CacheKey, SharedCache, Stale};
 
 /// How many of the newest articles the cached first pages of the global list
 /// cover; deeper pages and filtered lists always query the store.
@@ -63,7 +68,9 @@ pub struct Reads {
     /// Returns an article's comments, oldest first.
     comments: ReadThrough<Id, Arc<Vec<CommentRecord>>>,
     bus: OnceLock<Arc<dyn ChangeBus>>,
+    shared: OnceLock<Arc<dyn SharedCache>>,
     bypass: AtomicBool,
+    ttl: Duration,
 }
 
 fn config(name: &'static str, settings: &CacheSettings) -> CacheConfig {
@@ -102,7 +109,9 @@ impl Reads {
             tag_articles: ReadThrough::new(config("tag_articles", settings)),
             comments: ReadThrough::new(config("comments", settings)),
             bus: OnceLock::new(),
+            shared: OnceLock::new(),
             bypass: AtomicBool::new(false),
+            ttl: settings.ttl,
         }
     }
 
@@ -124,12 +133,103 @@ impl Reads {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
-        if self.bypassed() {
+        if self.bypassed() || skip_local_caches() {
             return load().await.map_err(Arc::new);
         }
         cache
             .get_or_load(key, || consistency::cache_fill(cache.floor(key), load()))
             .await
+    }
+
+    /// Like [`Reads::cached`], with the shared cache, when there is one,
+    /// between the in-process cache and the store.
+    async fn cached_shared<K, V, F, Fut>(
+        &self,
+        cache: &ReadThrough<K, V>,
+        key: &K,
+        load: F,
+    ) -> Shared<V>
+    where
+        K: CacheKey + Hash + Eq + Clone + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, StoreError>>,
+    {
+        if self.bypassed() {
+            return load().await.map_err(Arc::new);
+        }
+        let through_shared = || async {
+            let Some(shared) = self.shared.get() else {
+                return load().await;
+            };
+            let name = key.cache_key();
+            let found = self
+                .shared_get::<V>(shared.as_ref(), cache.name(), std::slice::from_ref(&name))
+                .await;
+            if let Some(Some(value)) = found.into_iter().next() {
+                return Ok(value);
+            }
+            // Inside a cache fill the floor is what this read observes.
+            let position = consistency::floor();
+            let value = load().await?;
+            self.shared_put(shared.as_ref(), cache.name(), &[(name, &value)], position)
+                .await;
+            Ok(value)
+        };
+        if skip_local_caches() {
+            return consistency::cache_fill(cache.floor(key), through_shared())
+                .await
+                .map_err(Arc::new);
+        }
+        cache
+            .get_or_load(key, || {
+                consistency::cache_fill(cache.floor(key), through_shared())
+            })
+            .await
+    }
+
+    /// Returns what the shared cache holds for `keys`, `None` for each
+    /// missing or undecodable entry and for every key when it is
+    /// unreachable.
+    async fn shared_get<V: DeserializeOwned>(
+        &self,
+        shared: &dyn SharedCache,
+        cache: &'static str,
+        keys: &[String],
+    ) -> Vec<Option<V>> {
+        let stored = match shared.get(cache, keys).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::debug!(%error, cache, "shared cache unavailable");
+                return keys.iter().map(|_| None).collect();
+            }
+        };
+        stored
+            .into_iter()
+            .map(|bytes| {
+                let value = bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                let result = if value.is_some() { "hit" } else { "miss" };
+                metrics::counter!("infinity_shared_cache_requests_total", "cache" => cache, "result" => result)
+                    .increment(1);
+                value
+            })
+            .collect()
+    }
+
+    async fn shared_put<V: Serialize>(
+        &self,
+        shared: &dyn SharedCache,
+        cache: &'static str,
+        entries: &[(String, &V)],
+        position: Position,
+    ) {
+        let encoded: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .filter_map(|(key, value)| Some((key.clone(), serde_json::to_vec(value).ok()?)))
+            .collect();
+        if let Err(error) = shared.put(cache, &encoded, position, self.ttl).await {
+            tracing::debug!(%error, cache, "storing in the shared cache failed");
+        }
     }
 
     /// Returns the live session behind a token digest.
@@ -142,7 +242,7 @@ impl Reads {
     }
 
     pub async fn profile(&self, id: Id) -> Shared<Option<ProfileRecord>> {
-        self.cached(&self.profiles, &id, || async move {
+        self.cached_shared(&self.profiles, &id, || async move {
             let user = self.store.user_by_id(id).await?;
             Ok(user.as_ref().map(ProfileRecord::from))
         })
@@ -151,7 +251,7 @@ impl Reads {
 
     pub async fn user_id(&self, username: &str) -> Shared<Option<Id>> {
         let key = username.to_string();
-        self.cached(&self.user_ids, &key, || {
+        self.cached_shared(&self.user_ids, &key, || {
             self.store.user_id_by_username(username)
         })
         .await
@@ -159,14 +259,14 @@ impl Reads {
 
     pub async fn article_id(&self, slug: &str) -> Shared<Option<Id>> {
         let key = slug.to_string();
-        self.cached(&self.article_ids, &key, || {
+        self.cached_shared(&self.article_ids, &key, || {
             self.store.article_id_by_slug(slug)
         })
         .await
     }
 
     pub async fn article(&self, id: Id) -> Shared<Option<ArticleRecord>> {
-        self.cached(&self.articles, &id, || self.store.article_by_id(id))
+        self.cached_shared(&self.articles, &id, || self.store.article_by_id(id))
             .await
     }
 
@@ -215,7 +315,7 @@ impl Reads {
             return Ok((found.articles, found.total));
         }
         let (ids, total) = self
-            .cached(&self.global_pages, &page, || async {
+            .cached_shared(&self.global_pages, &page, || async {
                 let found = self.store.list_articles(filter, page).await?;
                 let ids = found.articles.iter().map(|a| a.id).collect();
                 Ok((ids, found.total))
@@ -247,24 +347,23 @@ impl Reads {
         Ok((articles, ids.len() as u64))
     }
 
-    /// Returns the articles of `ids` in that order, from the cache, loading
+    /// Returns the articles of `ids` in that order, from the caches, loading
     /// every miss in one query. An article deleted since its id was listed
     /// is skipped; the delete has made the list stale for the next read.
     pub async fn articles_in_order(&self, ids: &[Id]) -> Shared<Vec<ArticleRecord>> {
         if self.bypassed() {
-            let mut found: std::collections::HashMap<Id, ArticleRecord> = self
-                .store
-                .articles_by_ids(ids)
-                .await?
-                .into_iter()
-                .map(|a| (a.id, a))
-                .collect();
+            let mut found = by_id(self.store.articles_by_ids(ids).await?);
             return Ok(ids.iter().filter_map(|id| found.remove(id)).collect());
         }
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
+        let local = !skip_local_caches();
         for &id in ids {
-            match self.articles.get_current(&id).await {
+            let cached = match local {
+                true => self.articles.get_current(&id).await,
+                false => None,
+            };
+            match cached {
                 Some(Some(article)) => {
                     found.insert(id, article);
                 }
@@ -274,31 +373,74 @@ impl Reads {
                 None => missing.push((id, self.articles.snapshot(&id))),
             }
         }
-        if !missing.is_empty() {
-            let missing_ids: Vec<Id> = missing.iter().map(|(id, _)| *id).collect();
-            let floor = missing_ids
-                .iter()
-                .map(|id| self.articles.floor(id))
-                .max()
-                .unwrap_or(0);
-            let loaded =
-                consistency::cache_fill(floor, self.store.articles_by_ids(&missing_ids)).await?;
-            for article in loaded {
-                found.insert(article.id, article);
+        if missing.is_empty() {
+            return Ok(ids.iter().filter_map(|id| found.remove(id)).collect());
+        }
+        let missing_ids: Vec<Id> = missing.iter().map(|(id, _)| *id).collect();
+        let floor = missing_ids
+            .iter()
+            .map(|id| self.articles.floor(id))
+            .max()
+            .unwrap_or(0);
+        let loaded = consistency::cache_fill(floor, self.load_articles(&missing_ids)).await?;
+        for (id, snapshot) in missing {
+            let article = loaded.get(&id).cloned().flatten();
+            if local {
+                self.articles.prime(id, snapshot, article.clone()).await;
             }
-            for (id, snapshot) in missing {
-                self.articles
-                    .prime(id, snapshot, found.get(&id).cloned())
-                    .await;
+            if let Some(article) = article {
+                found.insert(id, article);
             }
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
+    /// Loads articles through the shared cache, when there is one, and then
+    /// the store. `None` marks an id with no article.
+    async fn load_articles(
+        &self,
+        ids: &[Id],
+    ) -> Result<std::collections::HashMap<Id, Option<ArticleRecord>>, StoreError> {
+        let Some(shared) = self.shared.get() else {
+            let mut found = by_id(self.store.articles_by_ids(ids).await?);
+            return Ok(ids.iter().map(|id| (*id, found.remove(id))).collect());
+        };
+        let cache = self.articles.name();
+        let keys: Vec<String> = ids.iter().map(|id| id.cache_key()).collect();
+        let stored = self
+            .shared_get::<Option<ArticleRecord>>(shared.as_ref(), cache, &keys)
+            .await;
+        let mut result = std::collections::HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for (&id, stored) in ids.iter().zip(stored) {
+            match stored {
+                Some(article) => {
+                    result.insert(id, article);
+                }
+                None => missing.push(id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(result);
+        }
+        let position = consistency::floor();
+        let mut loaded = by_id(self.store.articles_by_ids(&missing).await?);
+        let fresh: Vec<(Id, Option<ArticleRecord>)> =
+            missing.iter().map(|id| (*id, loaded.remove(id))).collect();
+        let entries: Vec<(String, &Option<ArticleRecord>)> = fresh
+            .iter()
+            .map(|(id, article)| (id.cache_key(), article))
+            .collect();
+        self.shared_put(shared.as_ref(), cache, &entries, position)
+            .await;
+        result.extend(fresh);
+        Ok(result)
+    }
+
     /// Returns every article id with `tag`, newest first.
     pub async fn tag_articles(&self, tag: &str) -> Shared<Arc<Vec<Id>>> {
         let key = tag.to_string();
-        self.cached(&self.tag_articles, &key, || async {
+        self.cached_shared(&self.tag_articles, &key, || async {
             Ok(Arc::new(self.store.article_ids_by_tag(tag).await?))
         })
         .await
@@ -306,7 +448,7 @@ impl Reads {
 
     /// An article's comments, oldest first.
     pub async fn comments(&self, article: Id) -> Shared<Arc<Vec<CommentRecord>>> {
-        self.cached(&self.comments, &article, || async move {
+        self.cached_shared(&self.comments, &article, || async move {
             Ok(Arc::new(self.store.comments(article).await?))
         })
         .await
@@ -314,20 +456,20 @@ impl Reads {
 
     /// Returns every article id of `author`, newest first.
     pub async fn author_articles(&self, author: Id) -> Shared<Arc<Vec<Id>>> {
-        self.cached(&self.author_articles, &author, || async move {
+        self.cached_shared(&self.author_articles, &author, || async move {
             Ok(Arc::new(self.store.article_ids_by_author(author).await?))
         })
         .await
     }
 
     pub async fn tags(&self) -> Shared<Vec<String>> {
-        self.cached(&self.tags, &(), || self.store.tags(MAX_TAGS_LISTED))
+        self.cached_shared(&self.tags, &(), || self.store.tags(MAX_TAGS_LISTED))
             .await
     }
 
     /// Everyone `user` follows.
     pub async fn following(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
-        self.cached(&self.following, &user, || async move {
+        self.cached_shared(&self.following, &user, || async move {
             let ids = self.store.following_ids(user).await?;
             Ok(Arc::new(ids.into_iter().collect()))
         })
@@ -336,7 +478,7 @@ impl Reads {
 
     /// Returns every article `user` has favourited.
     pub async fn favorites(&self, user: Id) -> Shared<Arc<HashSet<Id>>> {
-        self.cached(&self.favorites, &user, || async move {
+        self.cached_shared(&self.favorites, &user, || async move {
             let ids = self.store.favorited_ids(user).await?;
             Ok(Arc::new(ids.into_iter().collect()))
         })
@@ -397,37 +539,43 @@ impl Reads {
         .await;
     }
 
-    /// Applies a change made by this node and sends it to the others.
+    /// Applies a change made by this node and sends it to the others. The
+    /// shared cache drops the change's keys before this returns, so before
+    /// the write is acknowledged.
     async fn changed(&self, change: Change) {
         let floor = consistency::written();
-        self.apply(&change, floor).await;
+        let stale = self.apply(&change, floor).await;
         if let Some(bus) = self.bus.get() {
-            bus.publish(&change, floor);
+            if let Some(sequence) = bus.publish(&change, floor, &stale).await {
+                crate::consistency::published(sequence);
+            }
         }
     }
 
-    /// Drops every key that `change` made stale, leaving `floor` on each.
-    /// Changes from other nodes arrive here through the bus.
-    pub async fn apply(&self, change: &Change, floor: Position) {
+    /// Drops every in-process key that `change` made stale, leaving `floor`
+    /// on each, and returns their names for the shared cache. Changes from
+    /// other nodes arrive here through the bus.
+    pub async fn apply(&self, change: &Change, floor: Position) -> Vec<Stale> {
+        let mut stale = Vec::new();
         match change {
             Change::SessionEnded { digest } => {
                 self.session_cache.invalidate_at(digest, floor).await;
             }
             Change::User { id, usernames } => {
-                self.profiles.invalidate_at(id, floor).await;
+                drop_key(&self.profiles, id, floor, &mut stale).await;
                 for name in usernames {
-                    self.user_ids.invalidate_at(name, floor).await;
+                    drop_key(&self.user_ids, name, floor, &mut stale).await;
                 }
             }
             Change::Follows { follower } => {
-                self.following.invalidate_at(follower, floor).await;
+                drop_key(&self.following, follower, floor, &mut stale).await;
             }
             Change::Favorites { user, article } => {
-                self.favorites.invalidate_at(user, floor).await;
-                self.articles.invalidate_at(article, floor).await;
+                drop_key(&self.favorites, user, floor, &mut stale).await;
+                drop_key(&self.articles, article, floor, &mut stale).await;
             }
             Change::Comments { article } => {
-                self.comments.invalidate_at(article, floor).await;
+                drop_key(&self.comments, article, floor, &mut stale).await;
             }
             Change::Article {
                 id,
@@ -435,7 +583,7 @@ impl Reads {
                 slugs,
                 tags,
             } => {
-                self.article_keys_changed(*id, *author, slugs, tags, floor)
+                self.article_keys_changed(*id, *author, slugs, tags, floor, &mut stale)
                     .await;
             }
             Change::ArticleDeleted {
@@ -445,12 +593,13 @@ impl Reads {
                 tags,
             } => {
                 let slugs = std::slice::from_ref(slug);
-                self.article_keys_changed(*id, *author, slugs, tags, floor)
+                self.article_keys_changed(*id, *author, slugs, tags, floor, &mut stale)
                     .await;
-                self.comments.invalidate_at(id, floor).await;
-                self.favorites.invalidate_all_at(floor);
+                drop_key(&self.comments, id, floor, &mut stale).await;
+                drop_all(&self.favorites, floor, &mut stale);
             }
         }
+        stale
     }
 
     async fn article_keys_changed(
@@ -460,23 +609,42 @@ impl Reads {
         slugs: &[String],
         tags: &[String],
         floor: Position,
+        stale: &mut Vec<Stale>,
     ) {
-        self.articles.invalidate_at(&id, floor).await;
-        self.author_articles.invalidate_at(&author, floor).await;
+        drop_key(&self.articles, &id, floor, stale).await;
+        drop_key(&self.author_articles, &author, floor, stale).await;
         for tag in tags {
-            self.tag_articles.invalidate_at(tag, floor).await;
+            drop_key(&self.tag_articles, tag, floor, stale).await;
         }
         for slug in slugs {
-            self.article_ids.invalidate_at(slug, floor).await;
+            drop_key(&self.article_ids, slug, floor, stale).await;
         }
-        self.global_pages.invalidate_all_at(floor);
-        self.tags.invalidate_at(&(), floor).await;
+        drop_all(&self.global_pages, floor, stale);
+        drop_key(&self.tags, &(), floor, stale).await;
     }
 
     /// Sends this node's changes to `bus`. Call it once, at start-up.
     pub fn set_bus(&self, bus: Arc<dyn ChangeBus>) {
         if self.bus.set(bus).is_err() {
             tracing::warn!("the change bus was already set; keeping the first");
+        }
+    }
+
+    /// Puts `shared` between the in-process caches and the store. Call it
+    /// once, at start-up, and only over a store that reports log positions.
+    pub fn set_shared_cache(&self, shared: Arc<dyn SharedCache>) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!("the shared cache was already set; keeping the first");
+        }
+    }
+
+    /// Waits at most `wait` until this node has applied the change with bus
+    /// sequence number `change`. Returns false when it has not, or when
+    /// there is no bus.
+    pub async fn catch_up(&self, change: u64, wait: Duration) -> bool {
+        match self.bus.get() {
+            Some(bus) => bus.catch_up(change, wait).await,
+            None => false,
         }
     }
 
@@ -555,11 +723,47 @@ pub enum Change {
     },
 }
 
-/// Carries each node's changes to every other node.
+/// Carries each node's changes to every other node, in one order.
+#[async_trait]
 pub trait ChangeBus: Send + Sync + 'static {
-    /// Sends `change`, committed at `floor`, without waiting for it to
-    /// arrive.
-    fn publish(&self, change: &Change, floor: Position);
+    /// Drops `stale` from the shared cache and sends `change`, committed at
+    /// `floor`, without waiting for it to arrive. Returns the change's
+    /// sequence number on the bus, or `None` when it could not be sent.
+    async fn publish(&self, change: &Change, floor: Position, stale: &[Stale]) -> Option<u64>;
+
+    /// Waits at most `wait` until this node has applied every change up to
+    /// sequence number `change`. Returns whether it has.
+    async fn catch_up(&self, change: u64, wait: Duration) -> bool;
+}
+
+/// Invalidates `key` in `cache` at `floor` and names it in `stale`.
+async fn drop_key<K, V>(cache: &ReadThrough<K, V>, key: &K, floor: Position, stale: &mut Vec<Stale>)
+where
+    K: CacheKey + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache.invalidate_at(key, floor).await;
+    stale.push(Stale {
+        cache: cache.name(),
+        key: Some(key.cache_key()),
+    });
+}
+
+/// Invalidates every key of `cache` at `floor` and records that in `stale`.
+fn drop_all<K, V>(cache: &ReadThrough<K, V>, floor: Position, stale: &mut Vec<Stale>)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache.invalidate_all_at(floor);
+    stale.push(Stale {
+        cache: cache.name(),
+        key: None,
+    });
+}
+
+fn by_id(articles: Vec<ArticleRecord>) -> std::collections::HashMap<Id, ArticleRecord> {
+    articles.into_iter().map(|a| (a.id, a)).collect()
 }
 
 /// Picks the ids of `page` from the union of `lists`, newest (largest) first.

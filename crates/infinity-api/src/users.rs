@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{hash_password, new_token, verify_password, AuthUser};
+use crate::consistency;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::validate::{self, Problems};
 use crate::views::UserView;
 use crate::AppState;
-use infinity_store::consistency;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -76,7 +76,7 @@ async fn start_session(state: &AppState, user: &UserRecord) -> ApiResult<String>
     // The new token's first requests must find the session row.
     state
         .positions
-        .raise(&token_digest, consistency::written())
+        .raise(&token_digest, consistency::written_mark())
         .await;
     Ok(token)
 }
@@ -128,7 +128,7 @@ async fn login(
         problems.add("password can't be blank");
     }
     problems.into_result()?;
-    state.limiter.check(user.email.trim(), client.ip())?;
+    state.limiter.check(user.email.trim(), client.ip()).await?;
 
     let found = state.reads.store().user_by_email(user.email.trim()).await?;
     let Some(found) = found else {

@@ -126,6 +126,11 @@ where
         &self.stripes[self.stripe_index(key)]
     }
 
+    /// The cache's name in metrics, such as `article`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// The highest floor that writes have left on `key`: a load of the key
     /// must read data that has reached it. Zero when no write left one.
     pub fn floor(&self, key: &K) -> u64 {

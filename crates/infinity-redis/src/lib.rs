@@ -1,17 +1,20 @@
 //! Redis as the tier that every node shares: login sessions in front of the
-//! database, `Idempotency-Key` records, each session's write position, and
-//! the bus that carries cache invalidations between nodes.
+//! database, login rate limits, `Idempotency-Key` records, each session's
+//! write position, and the bus that carries cache invalidations between
+//! nodes.
 //!
 //! Redis stores nothing that cannot be lost. Sessions stay in the database,
 //! which remains their record, and Redis only spares it the lookups. When
 //! Redis is unreachable, every call here fails fast and its caller falls
-//! back: sessions to the database, idempotency records to the node's
-//! memory, reads to the primary, and cached reads to the database, because
+//! back: sessions to the database, rate limits and idempotency records to
+//! the node's memory, reads to the primary, and cached reads to the database, because
 //! invalidations from other nodes cannot arrive. The connection comes back
 //! on its own.
 
 mod bus;
+mod cache;
 mod idempotency;
+mod limits;
 mod positions;
 mod sessions;
 
@@ -23,7 +26,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 pub use bus::RedisBus;
+pub use cache::RedisCache;
 pub use idempotency::RedisIdempotency;
+pub use limits::RedisLimits;
 pub use positions::RedisPositions;
 pub use sessions::RedisSessions;
 

@@ -1,24 +1,26 @@
-//! Each session's highest write position, shared by every node, so that a
-//! session reads its own writes whichever node serves it.
+//! Each session's mark (its highest write position and the bus sequence
+//! number of its latest change), shared by every node, so that a session
+//! reads its own writes whichever node serves it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use infinity_api::consistency::SharedPositions;
-use infinity_store::consistency::Position;
+use infinity_api::consistency::{SessionMark, SharedPositions};
 
 use crate::{key, Redis, SharedResult};
 
-/// Raises a stored position, never lowers it, and renews its lifetime.
+/// Raises each field of a stored mark, never lowers it, and renews its
+/// lifetime. ARGV: the position, the change, the lifetime in milliseconds.
 const RAISE: &str = r#"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local wanted = tonumber(ARGV[1])
-if wanted > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local fields = {'position', 'change'}
+for i, field in ipairs(fields) do
+  local current = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  if tonumber(ARGV[i]) > current then
+    redis.call('HSET', KEYS[1], field, ARGV[i])
+  end
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
@@ -38,21 +40,33 @@ impl RedisPositions {
 
 #[async_trait]
 impl SharedPositions for RedisPositions {
-    async fn get(&self, digest: &str) -> SharedResult<Position> {
-        let stored: Option<String> = self
+    async fn get(&self, digest: &str) -> SharedResult<SessionMark> {
+        let (position, change): (Option<u64>, Option<u64>) = self
             .redis
-            .run(redis::cmd("GET").arg(key("position", digest)))
+            .run(
+                redis::cmd("HMGET")
+                    .arg(key("mark", digest))
+                    .arg("position")
+                    .arg("change"),
+            )
             .await?;
-        Ok(stored.and_then(|text| text.parse().ok()).unwrap_or(0))
+        Ok(SessionMark {
+            position: position.unwrap_or(0),
+            change: change.unwrap_or(0),
+        })
     }
 
-    async fn raise(&self, digest: &str, position: Position, ttl: Duration) -> SharedResult<()> {
+    async fn raise(&self, digest: &str, mark: SessionMark, ttl: Duration) -> SharedResult<()> {
         let _: i64 = self
             .redis
             .eval(
                 &self.raise,
-                &[key("position", digest)],
-                &[position.to_string(), ttl.as_millis().to_string()],
+                &[key("mark", digest)],
+                &[
+                    mark.position.to_string(),
+                    mark.change.to_string(),
+                    ttl.as_millis().to_string(),
+                ],
             )
             .await?;
         Ok(())

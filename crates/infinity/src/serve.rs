@@ -11,7 +11,9 @@ use anyhow::Context;
 use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
 use infinity_jobs::objects::{LocalFolder, ObjectStore};
-use infinity_redis::{Redis, RedisBus, RedisIdempotency, RedisPositions, RedisSessions};
+use infinity_redis::{
+    Redis, RedisBus, RedisCache, RedisIdempotency, RedisLimits, RedisPositions, RedisSessions,
+};
 use infinity_store::{JobQueue, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,7 +104,17 @@ async fn shared_tier(
     state
         .positions
         .set_shared(Arc::new(RedisPositions::new(redis.clone())));
-    RedisBus::start(redis, state.clone());
+    state
+        .limiter
+        .set_shared(Arc::new(RedisLimits::new(redis.clone())));
+    // The shared cache relies on log positions, which only PostgreSQL
+    // reports; SQLite runs a single node anyway.
+    if matches!(settings.database, Database::Postgres(_)) {
+        state
+            .reads
+            .set_shared_cache(Arc::new(RedisCache::new(redis.clone())));
+    }
+    RedisBus::start(redis, state.clone(), settings.api.cache.ttl);
     Ok(state)
 }
 
