@@ -6,7 +6,9 @@
 //! writes through the balancer, each write with a new Idempotency-Key,
 //! because the balancer retries only keyed writes. Then it counts failed
 //! requests and acknowledged writes that the primary does not have.
-//! `bench/drills.sh` runs them one at a time and shows the counts they print.
+//! They run one at a time, because each loads the machine on its own.
+//! `bench/drills.sh` runs them in a release build and shows the counts they
+//! print.
 
 mod process;
 
@@ -22,6 +24,9 @@ use chrono::{DateTime, Utc};
 use infinity_local::{PgCluster, PgOptions, RedisServer};
 use process::{infinity, Process};
 use serde_json::{json, Value};
+
+/// Held by the running drill.
+static ONE_DRILL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Hang guard for a start, a health change or an exit.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -705,8 +710,8 @@ fn print_tally(drill: &str, tally: &Tally, writes: &WriteCheck, lb_retries: u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a drill of about a minute under load; run it with bench/drills.sh"]
 async fn kill_9_one_node_of_three() {
+    let _one_at_a_time = ONE_DRILL_AT_A_TIME.lock().await;
     const DRILL: &str = "kill -9";
     let mut fleet = Fleet::start(3).await;
     let (tokens, slugs) = fleet.seed().await;
@@ -754,8 +759,8 @@ async fn kill_9_one_node_of_three() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a drill of about a minute under load; run it with bench/drills.sh"]
 async fn rolling_restart_of_every_node() {
+    let _one_at_a_time = ONE_DRILL_AT_A_TIME.lock().await;
     const DRILL: &str = "rolling restart";
     let mut fleet = Fleet::start(2).await;
     let (tokens, slugs) = fleet.seed().await;
@@ -813,8 +818,8 @@ async fn rolling_restart_of_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a drill of about a minute under load; run it with bench/drills.sh"]
 async fn redis_down_for_ten_seconds() {
+    let _one_at_a_time = ONE_DRILL_AT_A_TIME.lock().await;
     const DRILL: &str = "redis down";
     let fleet = Fleet::start(2).await;
     let (tokens, slugs) = fleet.seed().await;
