@@ -37,9 +37,17 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// How long a stored response is kept.
 pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// How long an attempt may run before a repeat may take over its key, so
-/// that a node that died mid-request does not block the key for a day.
+/// How long a running attempt keeps its key in this process's records. A
+/// record here dies with its process, so it needs no renewal.
 pub const IN_PROGRESS_TTL: Duration = Duration::from_secs(120);
+
+/// How long a running attempt keeps its key in a shared store without a
+/// renewal, so that a repeat can take over the key soon after the node
+/// running the attempt dies.
+pub const ATTEMPT_LEASE: Duration = Duration::from_secs(10);
+
+/// How often a running attempt renews its lease.
+const LEASE_RENEWAL: Duration = Duration::from_secs(3);
 
 /// The longest accepted key.
 const MAX_KEY_LENGTH: usize = 255;
@@ -105,6 +113,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> Result<(), String>;
     /// Frees `key` after an attempt whose outcome must not be repeated.
     async fn release(&self, key: &str) -> Result<(), String>;
+    /// Extends the lease of the running attempt on `key`, for stores whose
+    /// records outlive the node that runs it.
+    async fn renew(&self, _key: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Records in this process only: enough for one node.
@@ -266,6 +279,16 @@ impl Drop for Attempt {
     }
 }
 
+/// Renews the lease of a running attempt until the caller drops this.
+async fn renew_lease(store: &dyn IdempotencyStore, record: &str) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(LEASE_RENEWAL).await;
+        if let Err(error) = store.renew(record).await {
+            tracing::debug!(%error, "renewing an Idempotency-Key lease failed");
+        }
+    }
+}
+
 fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = (status, Body::from(stored.body)).into_response();
@@ -329,6 +352,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         Ok(Begin::InProgress) => {
             return (
                 StatusCode::CONFLICT,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
                 axum::Json(serde_json::json!({"errors": {"body": [
                     "a request with this Idempotency-Key is still in progress; retry later"
                 ]}})),
@@ -351,7 +375,10 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         store: store.clone(),
         record: Some(record.clone()),
     };
-    let response = next.run(request).await;
+    let response = tokio::select! {
+        response = next.run(request) => response,
+        never = renew_lease(store.as_ref(), &record) => match never {},
+    };
     let (parts, body) = response.into_parts();
     if is_transient(parts.status) {
         // Dropping `attempt` releases the key.

@@ -6,14 +6,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use infinity_api::idempotency::{
-    Begin, IdempotencyStore, LocalIdempotency, Record, StoredResponse, IN_PROGRESS_TTL, RECORD_TTL,
+    Begin, IdempotencyStore, LocalIdempotency, Record, StoredResponse, ATTEMPT_LEASE, RECORD_TTL,
 };
 
 use crate::{key, Redis, SharedResult};
 
+/// Extends a record's lifetime to ARGV[1] milliseconds while it has no
+/// response. A finished record keeps its own lifetime.
+const RENEW: &str = r#"
+local record = redis.call('GET', KEYS[1])
+if record and cjson.decode(record).response == cjson.null then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
 pub struct RedisIdempotency {
     redis: Arc<Redis>,
     fallback: LocalIdempotency,
+    renew: redis::Script,
 }
 
 impl RedisIdempotency {
@@ -21,6 +32,7 @@ impl RedisIdempotency {
         Self {
             redis,
             fallback: LocalIdempotency::default(),
+            renew: redis::Script::new(RENEW),
         }
     }
 
@@ -38,7 +50,7 @@ impl RedisIdempotency {
                     .arg(json)
                     .arg("NX")
                     .arg("PX")
-                    .arg(IN_PROGRESS_TTL.as_millis() as u64),
+                    .arg(ATTEMPT_LEASE.as_millis() as u64),
             )
             .await?;
         if created.is_some() {
@@ -97,6 +109,18 @@ impl IdempotencyStore for RedisIdempotency {
             tracing::warn!(%error, "storing an idempotency record in Redis failed; keeping it in memory");
             return self.fallback.finish(id, fingerprint, response).await;
         }
+        Ok(())
+    }
+
+    async fn renew(&self, id: &str) -> SharedResult<()> {
+        let _: i64 = self
+            .redis
+            .eval(
+                &self.renew,
+                &[key("idempotency", id)],
+                &[ATTEMPT_LEASE.as_millis().to_string()],
+            )
+            .await?;
         Ok(())
     }
 

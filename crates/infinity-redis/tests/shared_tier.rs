@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use infinity_api::idempotency::{Begin, IdempotencyStore, StoredResponse, ATTEMPT_LEASE};
 use infinity_api::ratelimit::LoginQuota;
 use infinity_api::reads::{Change, ChangeBus};
 use infinity_api::shared_cache::{SharedCache, Stale};
@@ -511,6 +512,47 @@ async fn write_empties_shared_cache_before_reply() {
     assert_eq!(stored, vec![None]);
     let stored = cache.get("slug", &[slug]).await.unwrap();
     assert_eq!(stored, vec![None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_lease_is_short_until_finished() {
+    let redis = RedisServer::start().unwrap();
+    let connection = Redis::connect(&redis.url()).await.unwrap();
+    let records = RedisIdempotency::new(connection.clone());
+    let ttl = |connection: Arc<Redis>| async move {
+        let ttl: i64 = connection
+            .run(redis::cmd("PTTL").arg("infinity:idempotency:k"))
+            .await
+            .unwrap();
+        ttl
+    };
+    let lease = ATTEMPT_LEASE.as_millis() as i64;
+
+    assert_eq!(records.begin("k", "f").await.unwrap(), Begin::Started);
+    let first = ttl(connection.clone()).await;
+    assert!(
+        first > 0 && first <= lease,
+        "a running attempt's lease is {first} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    records.renew("k").await.unwrap();
+    let renewed = ttl(connection.clone()).await;
+    assert!(renewed > lease - 1000, "the renewed lease is {renewed} ms");
+
+    // Renewing a finished record leaves its day-long lifetime alone.
+    let response = StoredResponse {
+        status: 201,
+        content_type: None,
+        body: b"{}".to_vec(),
+    };
+    records.finish("k", "f", response.clone()).await.unwrap();
+    records.renew("k").await.unwrap();
+    let kept = ttl(connection).await;
+    assert!(kept > 3_600_000, "the finished record lives {kept} ms");
+    assert_eq!(
+        records.begin("k", "f").await.unwrap(),
+        Begin::Done(response)
+    );
 }
 
 /// Sends one failed login through `node`.
