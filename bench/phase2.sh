@@ -17,7 +17,9 @@
 #      through a proxy minus the p99 of node-1 alone. The proxies spread the
 #      load over two nodes and node-1 takes it all, so on a machine with
 #      few cores the difference is the proxy's cost plus or minus the
-#      second node's help, not the proxy's cost alone;
+#      second node's help, not the proxy's cost alone. The CPU time each
+#      proxy process used per 1,000 requests, read from /proc, depends far
+#      less on what else the machine runs;
 #   2. `infinity load` (read-heavy mix, population seeded once) against
 #      node-1 directly, lb-2 (2 nodes) and the balancer of `up` (4 nodes):
 #      requests/s and p99 per operation.
@@ -25,7 +27,7 @@
 # Usage: bench/phase2.sh
 # Environment: ROUNDS (2), WRK_THREADS (2), WRK_CONNECTIONS (32),
 #   WRK_SECONDS (15), USERS (200), ARTICLES (1000), MIX_SECONDS (30),
-#   WARMUP_SECONDS (5), CONCURRENCY (16), SEED (1),
+#   WARMUP_SECONDS (5), CONCURRENCY (16), SEED (1), SKIP_MIX=1 skips part 2,
 #   KEEP=1 keeps the work folder (logs, configuration, JSON reports).
 set -euo pipefail
 
@@ -176,12 +178,21 @@ slug="$(jq -r '.articles[0].slug' "$state")"
 
 # --- 1. Balancer against HAProxy ----------------------------------------------
 
-# Runs wrk against $2 and writes "REQUESTS_PER_SECOND P99_MS ERRORS" to
-# $work/wrk-$1.txt, where ERRORS counts non-2xx responses and socket errors.
+# Prints the CPU time process $1 has used, in clock ticks (user + system).
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# Runs wrk against $2 and writes "REQUESTS_PER_SECOND P99_MS ERRORS
+# CPU_MS_PER_1000" to $work/wrk-$1.txt, where ERRORS counts non-2xx
+# responses and socket errors, and CPU_MS_PER_1000 is the CPU time process
+# $3 (the proxy; 0 for none) used per 1,000 requests.
 run_wrk() {
-    local name="$1" url="$2"
+    local name="$1" url="$2" pid="$3" before=0 after=0
+    [ "$pid" != 0 ] && before="$(cpu_ticks "$pid")"
     wrk -t"$wrk_threads" -c"$wrk_connections" -d"${wrk_seconds}s" --latency "$url" >"$work/wrk-$name.out"
-    awk '
+    [ "$pid" != 0 ] && after="$(cpu_ticks "$pid")"
+    awk -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" '
         function ms(value) {
             if (value ~ /us$/) return substr(value, 1, length(value) - 2) / 1000
             if (value ~ /ms$/) return substr(value, 1, length(value) - 2) + 0
@@ -192,7 +203,11 @@ run_wrk() {
         $1 == "99%" { p99 = ms($2) }
         /Non-2xx or 3xx responses:/ { bad = $NF }
         /Socket errors:/ { bad += $4 + $6 + $8 + $10 }
-        END { printf "%s %.3f %d\n", rps, p99, bad }' "$work/wrk-$name.out" >"$work/wrk-$name.txt"
+        /requests in/ { requests = $1 }
+        END {
+            cpu = requests > 0 ? ticks * 1000 / hz / requests * 1000 : 0
+            printf "%s %.3f %d %.1f\n", rps, p99, bad, cpu
+        }' "$work/wrk-$name.out" >"$work/wrk-$name.txt"
 }
 
 path="/api/articles/$slug"
@@ -202,18 +217,18 @@ for url in "$lb2" "$haproxy_url" "$direct"; do
 done
 for round in $(seq "$rounds"); do
     log "round $round: wrk ${wrk_seconds} s each through lb, haproxy and to node-1"
-    run_wrk "lb-$round" "$lb2$path"
-    run_wrk "haproxy-$round" "$haproxy_url$path"
-    run_wrk "direct-$round" "$direct$path"
+    run_wrk "lb-$round" "$lb2$path" "$lb2_pid"
+    run_wrk "haproxy-$round" "$haproxy_url$path" "$haproxy_pid"
+    run_wrk "direct-$round" "$direct$path" 0
 done
 
 # Prints the line of the round with the highest throughput of $1.
 best() {
     cat "$work"/wrk-"$1"-[0-9]*.txt | sort -g -r -k1 | head -1
 }
-read -r lb_rps lb_p99 lb_bad <<<"$(best lb)"
-read -r ha_rps ha_p99 ha_bad <<<"$(best haproxy)"
-read -r direct_rps direct_p99 direct_bad <<<"$(best direct)"
+read -r lb_rps lb_p99 lb_bad lb_cpu <<<"$(best lb)"
+read -r ha_rps ha_p99 ha_bad ha_cpu <<<"$(best haproxy)"
+read -r direct_rps direct_p99 direct_bad _ <<<"$(best direct)"
 
 # --- 2. The mix on 1, 2 and 4 nodes -------------------------------------------
 
@@ -225,9 +240,11 @@ mix() {
     "$bin" load --target "$url" --reuse "$state" --state "$state" --duration "${mix_seconds}s" \
         --concurrency "$concurrency" --json --quiet >"$work/mix-$name.json" 2>"$work/mix-$name.log"
 }
-mix 1-node "$direct"
-mix 2-nodes "$lb2"
-mix 4-nodes "$lb4"
+if [ "${SKIP_MIX:-0}" != 1 ]; then
+    mix 1-node "$direct"
+    mix 2-nodes "$lb2"
+    mix 4-nodes "$lb4"
+fi
 
 # --- Report -------------------------------------------------------------------
 
@@ -235,17 +252,22 @@ echo
 echo "Phase 2: balancer and nodes ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m), $(haproxy -v | head -1 | awk '{print $1, $2, $3}'))"
 echo
 echo "1. GET /api/articles/{slug}, wrk -t$wrk_threads -c$wrk_connections, $wrk_seconds s, best of $rounds rounds taken in turns"
-printf '%-26s %12s %10s %12s %10s\n' "target" "requests/s" "p99 ms" "added p99" "errors"
-printf '%-26s %12s %10s %12s %10s\n' "node-1 directly" "$direct_rps" "$direct_p99" "-" "$direct_bad"
-printf '%-26s %12s %10s %12s %10s\n' "infinity lb (2 nodes)" "$lb_rps" "$lb_p99" \
-    "$(echo "$lb_p99 - $direct_p99" | bc -l)" "$lb_bad"
-printf '%-26s %12s %10s %12s %10s\n' "haproxy (2 nodes)" "$ha_rps" "$ha_p99" \
-    "$(echo "$ha_p99 - $direct_p99" | bc -l)" "$ha_bad"
+printf '%-26s %12s %10s %12s %10s %16s\n' "target" "requests/s" "p99 ms" "added p99" "errors" "proxy CPU ms/1k"
+printf '%-26s %12s %10s %12s %10s %16s\n' "node-1 directly" "$direct_rps" "$direct_p99" "-" "$direct_bad" "-"
+printf '%-26s %12s %10s %12s %10s %16s\n' "infinity lb (2 nodes)" "$lb_rps" "$lb_p99" \
+    "$(echo "$lb_p99 - $direct_p99" | bc -l)" "$lb_bad" "$lb_cpu"
+printf '%-26s %12s %10s %12s %10s %16s\n' "haproxy (2 nodes)" "$ha_rps" "$ha_p99" \
+    "$(echo "$ha_p99 - $direct_p99" | bc -l)" "$ha_bad" "$ha_cpu"
 echo "throughput ratio lb/haproxy: $(echo "scale=3; $lb_rps / $ha_rps" | bc -l)"
-echo "every round (requests/s p99_ms errors):"
+echo "p99 ratio lb/haproxy: $(echo "scale=3; $lb_p99 / $ha_p99" | bc -l)"
+echo "proxy CPU per request, lb/haproxy: $(echo "scale=3; $lb_cpu / $ha_cpu" | bc -l)"
+echo "every round (requests/s p99_ms errors proxy_cpu_ms_per_1k):"
 for file in "$work"/wrk-*.txt; do
     printf '  %-12s %s\n' "$(basename "$file" .txt | sed 's/^wrk-//')" "$(cat "$file")"
 done
+if [ "${SKIP_MIX:-0}" = 1 ]; then
+    exit 0
+fi
 echo
 echo "2. infinity load mix ($users users, $articles articles, concurrency $concurrency, $mix_seconds s after a $warmup_seconds s warm-up)"
 for name in 1-node 2-nodes 4-nodes; do
