@@ -38,8 +38,9 @@ pub struct ServeArgs {
     pub replication: ReplicationArgs,
 
     /// Redis shared by every node, as redis://HOST:PORT: login sessions in
-    /// front of the database, Idempotency-Key records, session write
-    /// positions and cache invalidations [default: none, node-local]
+    /// front of the database, login rate limits, Idempotency-Key records,
+    /// session write positions, cache invalidations and, on PostgreSQL, a
+    /// second cache level [default: none, node-local]
     #[arg(long, env = "INFINITY_REDIS_URL", value_name = "URL")]
     pub redis: Option<String>,
 
