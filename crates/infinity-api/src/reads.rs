@@ -653,25 +653,34 @@ impl Reads {
         self.bypass.load(Ordering::SeqCst)
     }
 
-    /// Makes reads skip the caches, or use them again. Going back to the
-    /// caches drops every entry first, because changes that other nodes
-    /// made meanwhile may not have arrived.
-    pub fn set_bypass(&self, bypass: bool) {
-        if !bypass {
-            self.invalidate_everything();
+    /// Makes reads skip the caches, while changes from other nodes cannot
+    /// arrive.
+    pub fn bypass_caches(&self) {
+        if !self.bypass.swap(true, Ordering::SeqCst) {
+            tracing::warn!("caches bypassed: changes from other nodes cannot arrive");
         }
-        if self.bypass.swap(bypass, Ordering::SeqCst) != bypass {
-            if bypass {
-                tracing::warn!("caches bypassed: changes from other nodes cannot arrive");
-            } else {
-                tracing::info!("caches in use again");
-            }
+    }
+
+    /// Makes reads use the caches again, after dropping every entry:
+    /// changes that other nodes made meanwhile may not have arrived.
+    /// `floor` is a position at or past every write those changes could
+    /// name, so that no load from a replica behind it refills a replaced
+    /// value.
+    pub fn use_caches(&self, floor: Position) {
+        self.invalidate_everything_at(floor);
+        if self.bypass.swap(false, Ordering::SeqCst) {
+            tracing::info!("caches in use again");
         }
     }
 
     /// Drops every entry of every cache.
     pub fn invalidate_everything(&self) {
-        let floor = consistency::written();
+        self.invalidate_everything_at(consistency::written());
+    }
+
+    /// Drops every entry of every cache and leaves `floor` on every key, so
+    /// that no later load observes less than `floor`.
+    pub fn invalidate_everything_at(&self, floor: Position) {
         self.session_cache.invalidate_all_at(floor);
         self.profiles.invalidate_all_at(floor);
         self.user_ids.invalidate_all_at(floor);

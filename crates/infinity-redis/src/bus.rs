@@ -93,7 +93,7 @@ impl RedisBus {
         let node = format!("{:016x}", rand::random::<u64>());
         // Until the first subscription is in place, changes of other nodes
         // could be missed.
-        reads.set_bypass(true);
+        reads.bypass_caches();
         let bus = Arc::new(Self {
             node,
             redis,
@@ -175,7 +175,7 @@ async fn subscribe(bus: Arc<RedisBus>, state: AppState) {
             Ok(()) => tracing::warn!("the change subscription ended; bypassing caches"),
             Err(error) => tracing::debug!(%error, "subscribing to changes failed"),
         }
-        reads.set_bypass(true);
+        reads.bypass_caches();
         tokio::time::sleep(RESUBSCRIBE_INTERVAL).await;
     }
 }
@@ -194,9 +194,16 @@ async fn listen(bus: &RedisBus, state: &AppState) -> Result<(), String> {
         .await
         .map_err(|e| format!("subscribing to changes failed: {e}"))?;
     // Every change numbered up to the counter's value now was published
-    // before the subscription; emptying the caches covers them.
+    // before the subscription, and every write it names committed before
+    // the log position read next. Emptying the caches with that position
+    // as their floor covers them; later changes arrive on the subscription.
     let counter: Option<u64> = bus.redis.run(redis::cmd("GET").arg(sequence_key())).await?;
-    reads.set_bypass(false);
+    let position = reads
+        .store()
+        .current_position()
+        .await
+        .map_err(|e| format!("reading the database's log position failed: {e}"))?;
+    reads.use_caches(position);
     bus.mark_applied(counter.unwrap_or(0));
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {

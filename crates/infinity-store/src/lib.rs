@@ -45,6 +45,12 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Reads the log position at or past every write committed so far, or
+    /// 0 for an engine without a log of positions.
+    async fn current_position(&self) -> StoreResult<consistency::Position> {
+        Ok(0)
+    }
+
     /// Inserts a user, failing with [`StoreError::Taken`] on a username or
     /// e-mail address already in use.
     async fn create_user(&self, user: NewUser, jobs: Vec<NewJob>) -> StoreResult<UserRecord>;

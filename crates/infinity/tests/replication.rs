@@ -221,6 +221,121 @@ async fn writer_reads_own_write_while_replay_paused() {
     }
 }
 
+/// Returns the id of the article behind `slug`, as the shared cache
+/// stores it.
+async fn shared_article_id(redis: &infinity_redis::Redis, slug: &str) -> String {
+    let id: Option<String> = redis
+        .run(
+            redis::cmd("HGET")
+                .arg(format!("infinity:cache:0:slug:key:{slug}"))
+                .arg("value"),
+        )
+        .await
+        .unwrap();
+    id.expect("the slug is in the shared cache")
+}
+
+/// Returns the body stored in the shared cache for article `id`, whether or
+/// not it is current, or `None` when none is stored.
+async fn shared_article_body(redis: &infinity_redis::Redis, id: &str) -> Option<String> {
+    let stored: Option<String> = redis
+        .run(
+            redis::cmd("HGET")
+                .arg(format!("infinity:cache:0:article:key:{id}"))
+                .arg("value"),
+        )
+        .await
+        .unwrap();
+    let article: Value = serde_json::from_str(&stored?).unwrap();
+    Some(article["body"].as_str()?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_hold_nothing_older_than_a_write() {
+    let database = Database::start(PgOptions::default());
+    let redis = infinity_local::RedisServer::start().unwrap();
+    let redis_url = redis.url();
+    let root = tempfile::tempdir().unwrap();
+    let shared = ["--redis", redis_url.as_str()];
+    let writer_node = database.node(root.path(), "writer.log", &shared);
+    let reader_node = database.node(root.path(), "reader.log", &shared);
+    let alice = writer_node.register("alice").await;
+    wait_for_rotation(&writer_node, 1, true).await;
+    wait_for_rotation(&reader_node, 1, true).await;
+    let (status, created) = post_article(&writer_node, &alice, "Layered").await;
+    assert_eq!(status, 201, "{created}");
+    let slug = created["article"]["slug"].as_str().unwrap().to_string();
+    let path = format!("/api/articles/{slug}");
+
+    // Once the replica has the article, an anonymous read fills both levels.
+    let started = Instant::now();
+    loop {
+        let (status, _) = call(&reader_node, reqwest::Method::GET, &path, None, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < SETTLE, "the replica never had {slug}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connection = infinity_redis::Redis::connect(&redis_url).await.unwrap();
+    let id = shared_article_id(&connection, &slug).await;
+    assert_eq!(
+        shared_article_body(&connection, &id).await.as_deref(),
+        Some("b")
+    );
+
+    database.cluster.replicas()[0].pause_replay().unwrap();
+    let (status, edited) = call(
+        &writer_node,
+        reqwest::Method::PUT,
+        &path,
+        Some(&alice),
+        Some(json!({"article": {"body": "edited while paused"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+
+    // The edit's response read the article back, so the shared cache holds
+    // the edit. Drop that value as an eviction would, keeping the floor the
+    // edit left on the key.
+    assert_eq!(
+        shared_article_body(&connection, &id).await.as_deref(),
+        Some("edited while paused")
+    );
+    let article_key = format!("infinity:cache:0:article:key:{id}");
+    let _: i64 = connection
+        .run(
+            redis::cmd("HDEL")
+                .arg(&article_key)
+                .arg("value")
+                .arg("position"),
+        )
+        .await
+        .unwrap();
+
+    // A node started after the edit never heard of it. Its caches start
+    // from the primary's position when it joined the bus, so even an
+    // anonymous load skips the paused replica, and the shared cache gets
+    // the edit rather than the older copy.
+    let late_node = database.node(root.path(), "late.log", &shared);
+    wait_for_rotation(&late_node, 1, true).await;
+    let (status, read) = call(&late_node, reqwest::Method::GET, &path, None, None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["article"]["body"], "edited while paused");
+    assert_eq!(
+        shared_article_body(&connection, &id).await.as_deref(),
+        Some("edited while paused")
+    );
+
+    // The writer reads the edit through either node.
+    for node in [&reader_node, &late_node] {
+        let (status, read) = call(node, reqwest::Method::GET, &path, Some(&alice), None).await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["article"]["body"], "edited while paused");
+    }
+    database.cluster.replicas()[0].resume_replay().unwrap();
+}
+
 /// Counts the replies of a read loop over every read path, by status.
 #[derive(Default)]
 struct ReadTally {

@@ -320,6 +320,15 @@ impl Store for PostgresStore {
         self.ids.next(shard)
     }
 
+    async fn current_position(&self) -> StoreResult<Position> {
+        count("current_position");
+        let position: i64 =
+            sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(&self.primary_pool()?)
+                .await?;
+        Ok(position as Position)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         count("ping");
         sqlx::query("SELECT 1")
