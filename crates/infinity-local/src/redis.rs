@@ -98,6 +98,30 @@ impl RedisServer {
         })
     }
 
+    /// Stops the server with SIGSTOP: its connections stay open, but it
+    /// answers nothing until [`RedisServer::thaw`].
+    pub fn freeze(&self) -> io::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Lets a frozen server run again with SIGCONT.
+    pub fn thaw(&self) -> io::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        let child = self.child.lock().unwrap();
+        let child = child
+            .as_ref()
+            .ok_or_else(|| io::Error::other("redis-server is not running"))?;
+        let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+        // SAFETY: kill(2) with a pid this server spawned and has not reaped.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Starts the server again on the same port, empty.
     pub fn restart(&self) -> io::Result<()> {
         self.run()

@@ -29,6 +29,15 @@ use crate::{Redis, PREFIX};
 /// How long a node waits before it subscribes again after a failure.
 const RESUBSCRIBE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often a subscribed node checks that Redis still responds. A frozen
+/// server keeps the subscription's connection open but delivers nothing.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a heartbeat waits. With the interval, a node stops using its
+/// caches within 350 ms of Redis freezing, before a writer's publish times
+/// out (500 ms) and its write is acknowledged without the change.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Invalidates the shared cache entries named in ARGV[5..], then numbers
 /// and publishes the message. KEYS: the sequence counter, the shared
 /// cache's generation. ARGV: the channel, the message, the change's log
@@ -170,18 +179,24 @@ impl ChangeBus for RedisBus {
 
 async fn subscribe(bus: Arc<RedisBus>, state: AppState) {
     let reads = &state.reads;
+    let mut after_failure = false;
     loop {
-        match listen(&bus, &state).await {
+        match listen(&bus, &state, after_failure).await {
             Ok(()) => tracing::warn!("the change subscription ended; bypassing caches"),
-            Err(error) => tracing::debug!(%error, "subscribing to changes failed"),
+            Err(error) => {
+                tracing::warn!(%error, "the change subscription failed; bypassing caches")
+            }
         }
         reads.bypass_caches();
+        after_failure = true;
         tokio::time::sleep(RESUBSCRIBE_INTERVAL).await;
     }
 }
 
-/// Subscribes, then applies changes until the subscription ends.
-async fn listen(bus: &RedisBus, state: &AppState) -> Result<(), String> {
+/// Subscribes, then applies changes until the subscription ends or Redis
+/// stops responding. After a failure, when a writer may have been unable to
+/// drop its keys from the shared cache, it empties the shared cache first.
+async fn listen(bus: &RedisBus, state: &AppState, after_failure: bool) -> Result<(), String> {
     let reads = &state.reads;
     let mut pubsub = bus
         .redis
@@ -203,10 +218,24 @@ async fn listen(bus: &RedisBus, state: &AppState) -> Result<(), String> {
         .current_position()
         .await
         .map_err(|e| format!("reading the database's log position failed: {e}"))?;
+    if after_failure {
+        let _: u64 = bus.redis.run(redis::cmd("INCR").arg(GENERATION)).await?;
+    }
     reads.use_caches(position);
     bus.mark_applied(counter.unwrap_or(0));
     let mut messages = pubsub.on_message();
-    while let Some(message) = messages.next().await {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message,
+            _ = heartbeat.tick() => {
+                bus.redis.ping(HEARTBEAT_TIMEOUT).await?;
+                continue;
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
         let Ok(payload) = message.get_payload::<String>() else {
             continue;
         };

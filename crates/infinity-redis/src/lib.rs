@@ -116,6 +116,23 @@ impl Redis {
         result
     }
 
+    /// Checks that Redis responds within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> SharedResult<()> {
+        let mut connection = self.manager().await.inspect_err(|_| self.mark(false))?;
+        let command = redis::cmd("PING");
+        let result = tokio::time::timeout(timeout, command.query_async::<String>(&mut connection))
+            .await
+            .map_err(|_| {
+                format!(
+                    "Redis did not answer PING within {} ms",
+                    timeout.as_millis()
+                )
+            })
+            .and_then(|r| r.map(drop).map_err(|e| format!("Redis PING failed: {e}")));
+        self.mark(result.is_ok());
+        result
+    }
+
     /// Runs a Lua script with a bounded wait.
     pub async fn eval<T: redis::FromRedisValue>(
         &self,

@@ -320,6 +320,52 @@ async fn lost_redis_degrades_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_redis_hides_no_write() {
+    let redis = RedisServer::start().unwrap();
+    let (_data, a, b) = two_nodes(&redis).await;
+    let token = a.register("ivan").await;
+    let (status, created) = a
+        .call(
+            reqwest::Method::POST,
+            "/articles",
+            Some(&token),
+            Some(json!({"article": {"title": "Frozen", "description": "d", "body": "before"}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let slug = created["article"]["slug"].as_str().unwrap().to_string();
+    let path = format!("/articles/{slug}");
+    let (_, cached) = b.call(reqwest::Method::GET, &path, None, None, None).await;
+    assert_eq!(cached["article"]["body"], "before");
+
+    // A frozen server keeps every connection open and delivers nothing, so
+    // the edit's change cannot reach node B.
+    redis.freeze().unwrap();
+    let (status, edited) = a
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(json!({"article": {"body": "during"}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    for token in [Some(token.as_str()), None] {
+        let (status, read) = b.call(reqwest::Method::GET, &path, token, None, None).await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["article"]["body"], "during", "token {token:?}");
+    }
+    assert!(b.state.reads.bypassed(), "node B still uses its caches");
+
+    redis.thaw().unwrap();
+    b.wait_for_caches(true).await;
+    let (_, read) = b.call(reqwest::Method::GET, &path, None, None, None).await;
+    assert_eq!(read["article"]["body"], "during");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_limits_span_nodes() {
     let redis = RedisServer::start().unwrap();
     let data = tempfile::tempdir().unwrap();

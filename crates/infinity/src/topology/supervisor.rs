@@ -385,6 +385,9 @@ impl Supervisor {
                     .with_context(|| format!("cannot create the folder {}", dir.display()))?;
                 let address = format!("127.0.0.1:{port}");
                 let url = format!("redis://{address}");
+                // The append-only file keeps Idempotency-Key records (and
+                // sessions' marks) across a restart of the server, losing at
+                // most the last second of them.
                 let args: Vec<OsString> = vec![
                     "--bind".into(),
                     "127.0.0.1".into(),
@@ -393,7 +396,9 @@ impl Supervisor {
                     "--save".into(),
                     "".into(),
                     "--appendonly".into(),
-                    "no".into(),
+                    "yes".into(),
+                    "--appendfsync".into(),
+                    "everysec".into(),
                     "--dir".into(),
                     dir.into(),
                 ];
