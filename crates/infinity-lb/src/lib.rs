@@ -122,6 +122,17 @@ pub struct LbArgs {
     )]
     pub connect_timeout_ms: u64,
 
+    /// Seconds a backend may take to send each part of its response (and
+    /// to accept each part of the request) before the request fails with
+    /// 504, so that a frozen backend cannot hold requests forever.
+    #[arg(
+        long,
+        env = "INFINITY_LB_READ_TIMEOUT_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub read_timeout_seconds: u64,
+
     /// Seconds that in-flight requests get to finish after SIGTERM. The
     /// listener closes at once, and the process exits once this period ends.
     /// SIGINT stops at once.

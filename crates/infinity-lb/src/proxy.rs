@@ -107,6 +107,8 @@ pub struct Balancer {
     pub in_flight: Arc<InFlight>,
     pub max_retries: usize,
     pub connect_timeout: Duration,
+    /// The longest wait for each read from, or write to, a backend.
+    pub read_timeout: Duration,
     /// Turn counter that spreads picks over the backends tied for the fewest
     /// requests in flight.
     pub tie_breaker: AtomicUsize,
@@ -211,6 +213,14 @@ fn error_status(error: &Error) -> u16 {
     if let ErrorType::HTTPStatus(code) = error.etype() {
         return *code;
     }
+    if error.esource() == &ErrorSource::Upstream
+        && matches!(
+            error.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        )
+    {
+        return 504;
+    }
     match error.esource() {
         ErrorSource::Upstream => 502,
         ErrorSource::Downstream => match error.etype() {
@@ -272,6 +282,8 @@ impl ProxyHttp for Balancer {
 
         let mut peer = HttpPeer::new(backend, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.write_timeout = Some(self.read_timeout);
         Ok(Box::new(peer))
     }
 

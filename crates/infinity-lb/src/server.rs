@@ -110,6 +110,7 @@ pub fn run(args: LbArgs) -> anyhow::Result<()> {
         in_flight: Arc::clone(&in_flight),
         max_retries: args.retries,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        read_timeout: Duration::from_secs(args.read_timeout_seconds),
         tie_breaker: AtomicUsize::new(0),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(

@@ -127,6 +127,27 @@ async fn no_healthy_backend_returns_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_times_out_with_504() {
+    let backend = TestBackend::start("slow").await;
+    let lb = Balancer::start(&args(
+        &[backend.address],
+        &["--read-timeout-seconds", "1", "--retries", "0"],
+    ))
+    .await;
+    backend.set_delay(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let response = reqwest::get(lb.url("/api/articles")).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 504);
+    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"errors": {"body": ["gateway timeout"]}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_retries_safe_and_keyed() {
     let dead = closed_address();
     let alive = TestBackend::start("alive").await;
