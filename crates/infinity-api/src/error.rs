@@ -112,6 +112,7 @@ impl From<StoreError> for ApiError {
                 ApiError::invalid(format!("{} has already been taken", field.name()))
             }
             StoreError::NotFound => ApiError::NotFound("record"),
+            other if other.is_invalid_text() => invalid_text(),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
@@ -126,12 +127,17 @@ impl From<Arc<StoreError>> for ApiError {
     fn from(error: Arc<StoreError>) -> Self {
         match Arc::try_unwrap(error) {
             Ok(error) => error.into(),
+            Err(shared) if shared.is_invalid_text() => invalid_text(),
             Err(shared) if shared.is_unavailable() => {
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
             }
             Err(shared) => ApiError::Internal(shared.to_string()),
         }
     }
+}
+
+fn invalid_text() -> ApiError {
+    ApiError::invalid("text must not contain NUL characters (U+0000)".to_string())
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

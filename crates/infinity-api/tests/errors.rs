@@ -102,3 +102,42 @@ async fn json_null_fields_are_422() {
         assert_error(&reply, 422, needle);
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_client_errors() {
+    let server = TestServer::start().await;
+    let token = server.register("nina").await;
+    let paths = [
+        "/api/articles?tag=%00",
+        "/api/articles?author=a%00",
+        "/api/articles?favorited=a%00b",
+        "/api/articles/a%00b",
+        "/api/articles/a%00b/comments",
+        "/api/profiles/a%00b",
+    ];
+    for path in paths {
+        let reply = server
+            .send(
+                server
+                    .client
+                    .get(format!("{}{path}", server.base))
+                    .header("Authorization", format!("Token {token}")),
+            )
+            .await;
+        // SQLite stores NUL characters and finds nothing; PostgreSQL cannot
+        // store them, and the request is rejected.
+        match reply.status.as_u16() {
+            200 | 404 => {}
+            422 => assert_error(&reply, 422, "NUL characters"),
+            other => panic!("{path}: status {other}: {}", reply.body),
+        }
+    }
+    let login = json!({"user": {"email": "a\u{0}@b.c", "password": "secret-password"}});
+    let reply = server.post("/users/login", None, login).await;
+    let status = reply.status.as_u16();
+    assert!(
+        status == 401 || status == 422,
+        "login: {status}: {}",
+        reply.body
+    );
+}

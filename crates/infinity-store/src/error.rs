@@ -48,6 +48,24 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// True when the request carried text the database cannot store, such
+    /// as a NUL character.
+    pub fn is_invalid_text(&self) -> bool {
+        matches!(self, StoreError::Database(error) if is_invalid_text_error(error))
+    }
+}
+
+/// True when PostgreSQL rejected a text value it cannot store, such as one
+/// with a NUL character (SQLSTATE 22021 or 22P05). The request, not the
+/// server, is at fault, so another server would reject it too.
+pub(crate) fn is_invalid_text_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "22021" | "22P05")),
+        _ => false,
+    }
 }
 
 /// True for errors of the connection rather than of the statement: network

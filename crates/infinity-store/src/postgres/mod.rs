@@ -19,7 +19,9 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{Acquire, QueryBuilder, Transaction};
 
 use crate::consistency::{self, Position};
-use crate::error::{is_connection_error, StoreError, StoreResult, UniqueField};
+use crate::error::{
+    is_connection_error, is_invalid_text_error, StoreError, StoreResult, UniqueField,
+};
 use crate::ids::{shard_of, Id, IdGenerator};
 use crate::model::*;
 use crate::rows::{records, to_ms, ArticleRow, CommentRow, SessionRow, UploadRow, UserRow};
@@ -172,6 +174,7 @@ impl PostgresStore {
                 Ok(Err(error)) if is_connection_error(&error) => {
                     replica.eject(format!("a read failed: {error}"));
                 }
+                Ok(Err(error)) if is_invalid_text_error(&error) => return Err(error.into()),
                 Ok(Err(error)) => {
                     // Such as a query cancelled by a conflict with recovery.
                     tracing::warn!(server = %replica.name, %error, "replica read failed; reading the primary");
