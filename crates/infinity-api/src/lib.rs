@@ -57,6 +57,9 @@ pub struct ApiConfig {
     /// Mounts `/bench/bare`, a handler that returns stored bytes, for
     /// throughput comparisons. Off by default.
     pub bench_routes: bool,
+    /// Peers whose `x-forwarded-for` names the client, such as the load
+    /// balancer. Loopback by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +77,7 @@ impl Default for ApiConfig {
             cache: CacheSettings::default(),
             max_body_bytes: 1 << 20,
             bench_routes: false,
+            trusted_proxies: ratelimit::loopback(),
         }
     }
 }

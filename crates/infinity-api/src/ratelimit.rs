@@ -130,5 +130,75 @@ fn too_many(wait: Duration) -> ApiError {
     ApiError::TooManyRequests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
 }
 
+/// The loopback networks, whose peers are trusted proxies by default.
+pub fn loopback() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|net| net.parse().expect("a valid network"))
+        .collect()
+}
+
+/// Returns the address of the client behind `peer`. When `peer` is a
+/// trusted proxy, the client is the rightmost address of `x-forwarded-for`
+/// that is not a trusted proxy itself, because every trusted hop appends
+/// the address it received the request from and anything further left may
+/// have been forged by the client.
+pub fn client_address(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map_while(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|hop| !is_trusted(hop))
+        .copied()
+        .unwrap_or(peer)
+}
+
 /// How often idle rate-limit keys are dropped.
 pub const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn client_address_trusts_only_proxies() {
+        let trusted = loopback();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "203.0.113.7".parse().unwrap();
+        let forged = forwarded("198.51.100.1, 203.0.113.9");
+        // A direct client cannot pick its address.
+        assert_eq!(client_address(remote, &forged, &trusted), remote);
+        // Behind a trusted proxy the last hop it appended counts.
+        let expected: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_address(local, &forged, &trusted), expected);
+        let chained = forwarded("203.0.113.9, 127.0.0.1");
+        assert_eq!(client_address(local, &chained, &trusted), expected);
+        // Without the header, or with only trusted hops, the peer counts.
+        assert_eq!(client_address(local, &HeaderMap::new(), &trusted), local);
+        assert_eq!(client_address(local, &forwarded("::1"), &trusted), local);
+        assert_eq!(
+            client_address(local, &forwarded("not an address"), &trusted),
+            local
+        );
+    }
+}

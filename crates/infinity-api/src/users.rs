@@ -15,6 +15,7 @@ use crate::auth::{hash_password, new_token, verify_password, AuthUser};
 use crate::consistency;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::ratelimit;
 use crate::validate::{self, Problems};
 use crate::views::UserView;
 use crate::AppState;
@@ -118,6 +119,7 @@ async fn register(
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     JsonBody(Envelope { user }): JsonBody<Envelope<Login>>,
 ) -> ApiResult<Json<Value>> {
     let mut problems = Problems::new();
@@ -128,7 +130,8 @@ async fn login(
         problems.add("password can't be blank");
     }
     problems.into_result()?;
-    state.limiter.check(user.email.trim(), client.ip()).await?;
+    let address = ratelimit::client_address(client.ip(), &headers, &state.config.trusted_proxies);
+    state.limiter.check(user.email.trim(), address).await?;
 
     let found = state.reads.store().user_by_email(user.email.trim()).await?;
     let Some(found) = found else {

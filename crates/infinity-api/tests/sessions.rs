@@ -125,3 +125,35 @@ async fn login_limited_per_address() {
     let limited = server.login("user9@example.com", "password-x").await;
     assert_too_many(&limited);
 }
+
+#[tokio::test]
+async fn login_limited_per_forwarded_client() {
+    let config = ApiConfig {
+        login_per_address: LoginQuota {
+            burst: 2,
+            per_minute: 1,
+        },
+        ..ApiConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let login_from = |client: &'static str, n: usize| {
+        let body =
+            json!({"user": {"email": format!("user{n}@example.com"), "password": "password-x"}});
+        server.send(
+            server
+                .client
+                .post(format!("{}/api/users/login", server.base))
+                .header("x-forwarded-for", client)
+                .json(&body),
+        )
+    };
+    // The test client is a loopback peer, trusted as a proxy by default,
+    // so each forwarded client has a bucket of its own.
+    for n in 0..2 {
+        let reply = login_from("203.0.113.1", n).await;
+        assert_error(&reply, 401, "email or password is invalid");
+    }
+    assert_too_many(&login_from("203.0.113.1", 2).await);
+    let other = login_from("203.0.113.2", 3).await;
+    assert_error(&other, 401, "email or password is invalid");
+}

@@ -137,6 +137,7 @@ struct FileSettings {
     session_days: Option<u64>,
     login_attempts_per_minute_per_account: Option<u32>,
     login_attempts_per_minute_per_address: Option<u32>,
+    trusted_proxies: Option<Vec<String>>,
     public_url: Option<String>,
     workers: Option<usize>,
     smtp_url: Option<String>,
@@ -248,6 +249,12 @@ impl ServeArgs {
             api.login_per_address.per_minute = rate;
             api.login_per_address.burst = rate;
         }
+        if let Some(networks) = &file.trusted_proxies {
+            api.trusted_proxies = networks
+                .iter()
+                .map(|network| parse_network(network))
+                .collect::<anyhow::Result<_>>()?;
+        }
         let jobs = self.jobs.resolve(&file)?;
         let public_url = file.public_url.clone().unwrap_or_default();
         if !public_url.is_empty() && !public_url.starts_with("http") {
@@ -329,6 +336,19 @@ impl ReplicationArgs {
 
 fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Parses a trusted proxy: a network such as 10.0.0.0/8, or one address.
+fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    if let Ok(network) = text.parse::<ipnet::IpNet>() {
+        return Ok(network);
+    }
+    match text.parse::<std::net::IpAddr>() {
+        Ok(address) => Ok(address.into()),
+        Err(_) => bail!(
+            "invalid trusted_proxies entry {text:?} in the settings file: expected an address or a network such as 10.0.0.0/8"
+        ),
+    }
 }
 
 /// Checks that a PostgreSQL URL names its host and database. Left out, the
