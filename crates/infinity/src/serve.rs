@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use infinity_api::backlog::Backlog;
 use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
 use infinity_jobs::objects::{LocalFolder, ObjectStore};
@@ -127,6 +128,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits: infinity_media::Limits::default(),
         check_timeout: UPLOAD_CHECK_TIMEOUT,
         public_url: settings.public_url.clone(),
+        backlog: Some(Arc::new(Backlog::new(stores.outbox.clone()))),
     };
     let state = shared_tier(&settings, &stores, uploads).await?;
     let (stop_jobs, jobs_stopped) = watch::channel(false);
