@@ -98,7 +98,7 @@ mod tests {
         // Six finished in the last minute: 0.1 jobs a second.
         for _ in 0..6 {
             store.enqueue(job()).await.unwrap();
-            let taken = store
+            let running = store
                 .take("w", Duration::from_secs(30))
                 .await
                 .unwrap()
