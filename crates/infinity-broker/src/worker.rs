@@ -170,16 +170,23 @@ impl BrokerWorker {
         let result = match outcome {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err(error) => {
-                // The broker delivers it again; a delivery limit bounds how
-                // often.
-                tracing::warn!(%error, "recording a job's run failed; returning its message");
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+                // A database outage is no fault of the job, so the message
+                // waits out a retry step instead of being returned at once,
+                // which would count towards the delivery limit.
+                tracing::warn!(%error, "recording a job's run failed; retrying it after a delay");
+                match self.wait(&message, 1, publisher).await {
+                    Ok(_) => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "delaying a job failed; returning its message");
+                        delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            })
+                            .await
+                    }
+                }
             }
         };
         if let Err(error) = result {
