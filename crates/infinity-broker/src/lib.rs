@@ -57,7 +57,8 @@ pub struct BrokerConfig {
     /// The first part of every queue name, so that several deployments (or
     /// tests) can share one broker.
     pub prefix: String,
-    /// Unacknowledged messages a worker process holds at most (basic.qos).
+    /// The maximum number of unacknowledged messages per worker process
+    /// (basic.qos prefetch count).
     pub prefetch: u16,
     /// Runs of a job before it is dead.
     pub max_attempts: u32,
@@ -72,7 +73,7 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// A configuration with the defaults used by `infinity serve`.
+    /// Builds a configuration with the defaults of `infinity serve`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -117,7 +118,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     }
 }
 
-/// Returns a name that tells this process apart in leases and on the
+/// Returns a name that identifies this process in leases and on the
 /// broker's connection list.
 pub(crate) fn process_name(role: &str) -> String {
     format!("{role}-{}-{}", std::process::id(), rand::random::<u32>())

@@ -11,7 +11,7 @@ pub const ERROR_HEADER: &str = "x-error";
 /// The maximum length of the error in [`ERROR_HEADER`], in bytes.
 const MAX_ERROR_LENGTH: usize = 1000;
 
-/// A job's message: the id of its row, which holds the payload, and its kind
+/// A job's message: the id of its row, which contains the payload, and its kind
 /// for logs and for operators reading the queues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMessage {
@@ -55,7 +55,7 @@ pub fn with_error(properties: BasicProperties, error: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         ERROR_HEADER.into(),
-        AMQPValue::LongString(LongString::from(error[..end].as_bytes().to_vec())),
+        AMQPValue::LongString(LongString::from(error.as_bytes()[..end].to_vec())),
     );
     properties.with_headers(headers)
 }

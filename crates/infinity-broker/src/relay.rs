@@ -14,8 +14,8 @@ use crate::{connect, process_name, BrokerConfig, BrokerError, QueueNames};
 
 /// Rows published per round.
 const BATCH: u32 = 200;
-/// How long a relay holds the rows it claimed. Another node's relay may
-/// publish them after that, which a crashed relay needs.
+/// How long the rows a relay claimed stay its own. After that another
+/// node's relay may publish them, which matters when a relay crashed.
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
 /// The pause between two looks at an empty outbox.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -48,7 +48,7 @@ impl Relay {
     }
 
     /// Relays rows until `shutdown` turns true. While the broker is
-    /// unreachable the rows stay in the table; the relay retries with
+    /// unreachable the rows stay in the table. The relay retries with
     /// exponential backoff and logs once when the outage starts and once
     /// when it ends.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {

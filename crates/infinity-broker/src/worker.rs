@@ -4,9 +4,10 @@
 //! A message is acknowledged only after its outcome is in the database (and
 //! any retry or dead-letter copy is confirmed by the broker), so a worker
 //! that dies mid-job leaves the message to be delivered again. Before a run
-//! the worker starts the job on its row: a job already done or dead is
+//! the worker starts the job on its row. A job already done or dead is
 //! acknowledged and skipped, which is how a message delivered twice runs its
-//! job once, and a job that another worker holds is put back to wait.
+//! job once. A job that another worker runs under a live lease is put back
+//! to wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,7 +209,7 @@ impl BrokerWorker {
         {
             StartOutcome::Started(job) => job,
             StartOutcome::Busy => {
-                tracing::debug!("another worker holds the job; putting it back to wait");
+                tracing::debug!("another worker runs the job; putting it back to wait");
                 self.wait(message, 1, publisher).await?;
                 return Ok(());
             }

@@ -86,12 +86,12 @@ impl RabbitServer {
         Ok(server)
     }
 
-    /// The URL clients connect to.
+    /// Returns the URL clients connect to.
     pub fn url(&self) -> String {
         format!("amqp://{CREDENTIALS}@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// The folder the node runs in, with its data and logs.
+    /// Returns the folder the node runs in, with its data and logs.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -246,12 +246,13 @@ impl RabbitServer {
         self.run()
     }
 
-    /// The process id of the Erlang VM, from the pid file the node writes.
+    /// Reads the process id of the Erlang VM from the pid file the node
+    /// writes.
     fn vm_pid(&self) -> Option<i32> {
         read_pid(&self.path("rabbit.pid"))
     }
 
-    /// The process id of the node's Erlang VM while it runs.
+    /// Returns the process id of the node's Erlang VM while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.vm_pid().and_then(|pid| u32::try_from(pid).ok())
     }
@@ -268,7 +269,7 @@ impl Drop for RabbitServer {
             let _ = epmd.kill();
             let _ = epmd.wait();
         }
-        // The reaper sees the folder go with the TempDir and exits.
+        // The reaper exits once the folder is gone with the TempDir.
         if let Some(mut reaper) = self.reaper.lock().unwrap().take() {
             let _ = reaper.kill();
             let _ = reaper.wait();

@@ -20,7 +20,7 @@ use crate::rows::{to_ms, JobRow};
 use crate::sqlite::count_query;
 use crate::SqliteStore;
 
-/// The state of a job row when a worker asks to run it.
+/// The state of a job row when a worker requests to run it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartOutcome {
     /// The worker now holds the job under a lease; `attempts` counts this run.
@@ -72,7 +72,7 @@ pub trait Outbox: JobQueue {
     async fn start(&self, id: Id, worker: &str, lease: Duration) -> StoreResult<StartOutcome>;
     /// Records a failed run whose retry waits in the broker: the row held by
     /// `worker` goes back to published, with `error`. Returns false when
-    /// `worker` no longer holds it.
+    /// `worker` no longer has the lease.
     async fn defer(&self, id: Id, worker: &str, error: &str) -> StoreResult<bool>;
     /// Marks a job dead that the broker dead-lettered on its own (its
     /// delivery limit), unless it is done or dead already.

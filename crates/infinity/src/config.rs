@@ -128,8 +128,8 @@ pub struct JobArgs {
     #[arg(long, env = "INFINITY_BROKER_PREFIX", value_name = "NAME")]
     pub broker_prefix: Option<String>,
 
-    /// Messages a worker process holds from the broker before acknowledging
-    /// them [default: twice --workers]
+    /// Maximum unacknowledged messages a worker process takes from the
+    /// broker [default: twice --workers]
     #[arg(long, env = "INFINITY_PREFETCH", value_name = "N")]
     pub prefetch: Option<u16>,
 }
