@@ -232,8 +232,15 @@ impl RabbitServer {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
+        // The script waits for the VM and reaps it when it dies, so let it
+        // exit on its own, and kill it only when it does not.
         if let Some(mut script) = self.script.lock().unwrap().take() {
-            let _ = script.kill();
+            let exited = wait_until(Duration::from_secs(10), "rabbitmq-server to exit", || {
+                Ok(script.try_wait()?.is_some())
+            });
+            if exited.is_err() {
+                let _ = script.kill();
+            }
             script.wait()?;
         }
         wait_until(START_TIMEOUT, "the RabbitMQ ports are free", || {
