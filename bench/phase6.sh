@@ -5,6 +5,7 @@
 #   rabbitmq_down_for_ten_seconds   kill RabbitMQ, register users, restart it
 #   poison_job_ends_dead            a job failing every attempt, 20 good ones
 #   upload_burst_keeps_logins_fast  1,000 uploads against login p99
+#   upload_burst_with_jobs_in_the_node  the same burst, jobs run by the node
 # Each drill starts its own private RabbitMQ node, an API node without
 # workers and two `infinity worker` processes on SQLite, all on loopback
 # (see crates/infinity/tests/phase6_drills.rs).
