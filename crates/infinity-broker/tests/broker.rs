@@ -464,3 +464,58 @@ async fn broker_dead_letters_are_marked_dead() {
         "listing keeps the letters"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_limit_dead_letters_a_crash_loop() {
+    let mut config = config(&shared_url());
+    config.delivery_limit = 2;
+    let mut harness = Harness::start(config, Duration::ZERO, false).await;
+    harness.stop().await;
+    let id = harness.store.enqueue(job(COUNTED)).await.unwrap();
+    let dead_letters = harness.dead_letters().await;
+    let message = JobMessage {
+        id,
+        kind: COUNTED.into(),
+    };
+    publish_again(&harness.config, &message).await;
+
+    // A consumer that dies with the message each time: take it and return
+    // it, as a closed channel would.
+    let names = harness.config.names();
+    let connection = connect(&harness.config.url, "test-crasher").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut returns = 0;
+    let started = Instant::now();
+    while dead_letters.list().await.unwrap().is_empty() {
+        let got = channel
+            .basic_get(
+                names.work.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        if let Some(got) = got {
+            got.delivery
+                .acker
+                .nack(lapin::options::BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await
+                .unwrap();
+            returns += 1;
+        }
+        assert!(started.elapsed() < SETTLE_BOUND, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    assert!(returns >= 2, "dead-lettered after {returns} returns");
+
+    let letters = dead_letters.list().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, id);
+    assert_eq!(letters[0].error, "the broker's delivery limit was reached");
+    assert_eq!(dead_letters.sync().await.unwrap(), 1);
+    let dead = harness.find(id).await.unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+}
