@@ -3,6 +3,7 @@
 
 mod articles;
 pub mod auth;
+pub mod backlog;
 mod bench;
 mod comments;
 pub mod consistency;

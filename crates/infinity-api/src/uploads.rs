@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::AuthUser;
+use crate::backlog::Backlog;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::AppState;
@@ -32,6 +33,9 @@ pub struct UploadSettings {
     /// Prefix of media URLs, such as `http://127.0.0.1:8080`; empty for
     /// URLs relative to the API's host.
     pub public_url: String,
+    /// The expected wait of uploads still processing; `None` leaves it out
+    /// of the responses.
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 pub fn router(limits: &Limits) -> Router<AppState> {
@@ -62,7 +66,27 @@ pub fn variant_url(settings: &UploadSettings, digest: &str, size: u32) -> String
     format!("{}{}", settings.public_url, variant_path(digest, size))
 }
 
-fn upload_view(settings: &UploadSettings, upload: &UploadRecord) -> Value {
+/// Returns the expected wait in seconds for an upload's variants, `None`
+/// when it is not processing or there is no estimate. A failed estimate is
+/// logged and left out, because the upload itself is fine.
+async fn expected_wait(settings: &UploadSettings, upload: &UploadRecord) -> Option<f64> {
+    if upload.state != UploadState::Processing {
+        return None;
+    }
+    let backlog = settings.backlog.as_ref()?;
+    match backlog
+        .expected_wait(upload.created_at.timestamp_millis())
+        .await
+    {
+        Ok(wait) => wait,
+        Err(error) => {
+            tracing::warn!(upload_id = upload.id, %error, "estimating the wait for variants failed");
+            None
+        }
+    }
+}
+
+fn upload_view(settings: &UploadSettings, upload: &UploadRecord, wait: Option<f64>) -> Value {
     let variants: Vec<VariantView> = VARIANT_SIZES
         .iter()
         .map(|&size| {
@@ -87,6 +111,7 @@ fn upload_view(settings: &UploadSettings, upload: &UploadRecord) -> Value {
         "error": upload.error.clone().unwrap_or_default(),
         "variants": variants,
         "createdAt": crate::views::timestamp(upload.created_at),
+        "expectedWaitSeconds": wait,
     })
 }
 
@@ -171,9 +196,10 @@ async fn upload(
     };
     let upload = store.create_upload(new, vec![make_variants(id)]).await?;
     tracing::info!(upload_id = upload.id, format = %upload.format, "upload accepted");
+    let wait = expected_wait(settings, &upload).await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "upload": upload_view(settings, &upload) })),
+        Json(json!({ "upload": upload_view(settings, &upload, wait) })),
     ))
 }
 
@@ -191,7 +217,10 @@ async fn status(
         .await?
         .filter(|u| u.user_id == auth.id)
         .ok_or(ApiError::NotFound("upload"))?;
-    Ok(Json(json!({ "upload": upload_view(settings, &upload) })))
+    let wait = expected_wait(settings, &upload).await;
+    Ok(Json(
+        json!({ "upload": upload_view(settings, &upload, wait) }),
+    ))
 }
 
 /// Finds uploads of `owner` that may be shown (not failed), for an article's

@@ -8,4 +8,4 @@ pub mod mail;
 pub mod objects;
 pub mod worker;
 
-pub use worker::{Handler, JobError, Worker, WorkerConfig};
+pub use worker::{Handler, Handlers, JobError, Worker, WorkerConfig};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use infinity_store::consistency;
-use infinity_store::{JobQueue, JobRecord};
+use infinity_store::{JobQueue, JobRecord, Outbox};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -30,6 +30,9 @@ pub enum JobError {
 pub trait Handler: Send + Sync + 'static {
     async fn run(&self, job: &JobRecord) -> Result<(), JobError>;
 }
+
+/// The handler of each job kind.
+pub type Handlers = HashMap<String, Arc<dyn Handler>>;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -61,7 +64,7 @@ impl Default for WorkerConfig {
 
 pub struct Worker {
     queue: Arc<dyn JobQueue>,
-    handlers: HashMap<String, Arc<dyn Handler>>,
+    handlers: Handlers,
     config: WorkerConfig,
     /// This process's name in job leases.
     name: String,
@@ -91,6 +94,12 @@ impl Worker {
 
     pub fn handle(mut self, kind: &str, handler: impl Handler) -> Self {
         self.handlers.insert(kind.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Replaces the handlers with `handlers`.
+    pub fn with_handlers(mut self, handlers: Handlers) -> Self {
+        self.handlers = handlers;
         self
     }
 
@@ -203,10 +212,16 @@ impl Worker {
     }
 }
 
-/// Publishes the number of jobs per state as the gauge `infinity_jobs`
-/// every `interval`, until `shutdown` turns true.
+/// The window of the per-kind throughput and failure gauges.
+pub const KIND_WINDOW: Duration = Duration::from_secs(60);
+
+/// Publishes, every `interval` until `shutdown` turns true, the number of
+/// jobs per state as the gauge `infinity_jobs{state}`, and per job kind the
+/// gauge `infinity_job_kind{kind, figure}` with the figures `pending`,
+/// `retrying`, `dead`, and `done_last_minute` and `dead_last_minute` (over
+/// [`KIND_WINDOW`]).
 pub async fn publish_queue_gauges(
-    queue: Arc<dyn JobQueue>,
+    queue: Arc<dyn Outbox>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -218,6 +233,24 @@ pub async fn publish_queue_gauges(
                 }
             }
             Err(error) => tracing::warn!(%error, "counting jobs failed"),
+        }
+        match queue.kind_stats(KIND_WINDOW).await {
+            Ok(stats) => {
+                for kind in stats {
+                    let figures = [
+                        ("pending", kind.pending),
+                        ("retrying", kind.retrying),
+                        ("dead", kind.dead),
+                        ("done_last_minute", kind.done_recently),
+                        ("dead_last_minute", kind.dead_recently),
+                    ];
+                    for (figure, value) in figures {
+                        metrics::gauge!("infinity_job_kind", "kind" => kind.kind.clone(), "figure" => figure)
+                            .set(value as f64);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "counting jobs per kind failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -155,7 +155,7 @@ fn locate_or_install() -> Result<Binaries, String> {
     let bin_dir = match find_bin_dir() {
         Some(bin_dir) => bin_dir,
         None if is_root => {
-            install_package()?;
+            install_package(PACKAGE, "the PostgreSQL test clusters")?;
             find_bin_dir().ok_or_else(|| {
                 format!(
                     "installed the `{PACKAGE}` package, but found no {INSTALL_ROOT}/<major>/bin/initdb"
@@ -205,10 +205,10 @@ fn find_bin_dir_in(install_root: &Path) -> Option<PathBuf> {
         .map(|(_, bin_dir)| bin_dir)
 }
 
-/// Installs the `postgresql` package with `apt-get`. A first failure is taken
-/// as stale package lists, so the lists are updated and the install tried once
-/// more.
-fn install_package() -> Result<(), String> {
+/// Installs the Debian package `package`, which `purpose` needs, with
+/// `apt-get`. A first failure is taken as stale package lists, so the lists
+/// are updated and the install tried once more.
+pub(crate) fn install_package(package: &str, purpose: &str) -> Result<(), String> {
     let install = || {
         let mut command = Command::new("apt-get");
         command
@@ -218,10 +218,10 @@ fn install_package() -> Result<(), String> {
                 "-q",
                 "-o",
                 "DPkg::Lock::Timeout=300",
-                PACKAGE,
+                package,
             ])
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut command, &format!("apt-get install {PACKAGE}"))
+        run(&mut command, &format!("apt-get install {package}"))
     };
     if install().is_ok() {
         return Ok(());
@@ -229,9 +229,9 @@ fn install_package() -> Result<(), String> {
     let mut update = Command::new("apt-get");
     update.args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"]);
     run(&mut update, "apt-get update").map_err(|error| error.to_string())?;
-    install().map(|_| ()).map_err(|error| {
-        format!("failed to install PostgreSQL, which the test clusters need: {error}")
-    })
+    install()
+        .map(|_| ())
+        .map_err(|error| format!("failed to install {package}, which {purpose} need: {error}"))
 }
 
 /// Looks up a system user with `getpwnam_r`.

@@ -1,5 +1,5 @@
-//! Private PostgreSQL clusters and Redis servers on loopback, for
-//! Infinity's tests, benchmarks and local topologies.
+//! Private PostgreSQL clusters, Redis servers and RabbitMQ nodes on
+//! loopback, for Infinity's tests, benchmarks and local topologies.
 //!
 //! [`PgCluster::start`] creates a primary and streaming replicas in a new
 //! temporary directory. Every server listens only on `127.0.0.1`, on a free
@@ -26,12 +26,14 @@
 mod binaries;
 mod cluster;
 mod process;
+mod rabbit;
 mod reaper;
 mod redis;
 mod server;
 mod shared;
 
 pub use cluster::{PgCluster, PgOptions};
+pub use rabbit::{shared_rabbit, RabbitServer};
 pub use redis::RedisServer;
 pub use server::PgServer;
 pub use shared::{shared_cluster, shared_database, SharedDatabase};

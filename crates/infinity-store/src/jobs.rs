@@ -19,8 +19,11 @@ use crate::SqliteStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
-    /// Waiting for its `run_at` time and a worker.
+    /// Waiting for its `run_at` time and a worker, or, with a broker, for
+    /// the relay to publish it.
     Queued,
+    /// Handed to the broker, which holds its message until a worker takes it.
+    Published,
     /// Held by a worker until its lease ends.
     Running,
     Done,
@@ -29,8 +32,9 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 4] = [
+    pub const ALL: [JobState; 5] = [
         JobState::Queued,
+        JobState::Published,
         JobState::Running,
         JobState::Done,
         JobState::Dead,
@@ -39,6 +43,7 @@ impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
+            JobState::Published => "published",
             JobState::Running => "running",
             JobState::Done => "done",
             JobState::Dead => "dead",

@@ -9,6 +9,7 @@ mod error;
 pub mod ids;
 mod jobs;
 pub mod model;
+mod outbox;
 mod postgres;
 mod rows;
 mod slug;
@@ -21,6 +22,7 @@ pub use error::{StoreError, StoreResult, UniqueField};
 pub use ids::{Id, IdGenerator};
 pub use jobs::{JobQueue, JobRecord, JobState};
 pub use model::*;
+pub use outbox::{KindStats, Outbox, StartOutcome};
 pub use postgres::{server_name, PostgresOptions, PostgresStore, Role, ServerStatus};
 pub use sqlite::{SqliteOptions, SqliteStore};
 

@@ -117,6 +117,22 @@ pub struct JobArgs {
     /// Attempts before a failing job moves to the dead jobs [default: 5]
     #[arg(long, env = "INFINITY_JOB_MAX_ATTEMPTS", value_name = "N")]
     pub job_max_attempts: Option<u32>,
+
+    /// RabbitMQ as the job queue, as amqp://USER:PASSWORD@HOST:PORT[/VHOST]:
+    /// jobs are relayed from the database's outbox to the broker, and
+    /// workers consume them there [default: none, the embedded queue]
+    #[arg(long, env = "INFINITY_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// The first part of every queue name on the broker, so that several
+    /// deployments can share one broker [default: infinity]
+    #[arg(long, env = "INFINITY_BROKER_PREFIX", value_name = "NAME")]
+    pub broker_prefix: Option<String>,
+
+    /// Maximum unacknowledged messages a worker process takes from the
+    /// broker [default: twice --workers]
+    #[arg(long, env = "INFINITY_PREFETCH", value_name = "N")]
+    pub prefetch: Option<u16>,
 }
 
 /// The TOML file's keys; every one is optional.
@@ -144,6 +160,10 @@ struct FileSettings {
     mail_from: Option<String>,
     job_lease_seconds: Option<u64>,
     job_max_attempts: Option<u32>,
+    broker_url: Option<String>,
+    broker_prefix: Option<String>,
+    prefetch: Option<u16>,
+    broker_delivery_limit: Option<u32>,
 }
 
 /// The database engine and its location.
@@ -198,6 +218,18 @@ pub struct JobSettings {
     pub mail_from: String,
     pub lease: Duration,
     pub max_attempts: u32,
+    /// RabbitMQ, when it is the job queue.
+    pub broker: Option<BrokerSettings>,
+}
+
+/// RabbitMQ settings after merging every source.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: String,
+    pub prefix: String,
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it.
+    pub delivery_limit: u32,
 }
 
 impl ServeArgs {
@@ -385,6 +417,7 @@ impl JobArgs {
         if workers > MAX_WORKERS {
             bail!("invalid workers = {workers} (--workers): the maximum is {MAX_WORKERS}");
         }
+        let broker = self.resolve_broker(file, workers)?;
         Ok(JobSettings {
             workers,
             smtp_url: self.smtp_url.clone().or(file.smtp_url.clone()),
@@ -395,7 +428,47 @@ impl JobArgs {
                 .unwrap_or_else(|| "Infinity <no-reply@infinity.invalid>".to_string()),
             lease: Duration::from_secs(lease),
             max_attempts,
+            broker,
         })
+    }
+
+    fn resolve_broker(
+        &self,
+        file: &FileSettings,
+        workers: usize,
+    ) -> anyhow::Result<Option<BrokerSettings>> {
+        let Some(url) = self.broker.clone().or(file.broker_url.clone()) else {
+            return Ok(None);
+        };
+        infinity_broker::check_url(&url).map_err(|e| anyhow::anyhow!("{e} (--broker)"))?;
+        let prefix = self
+            .broker_prefix
+            .clone()
+            .or(file.broker_prefix.clone())
+            .unwrap_or_else(|| "infinity".to_string());
+        let valid_prefix = !prefix.is_empty()
+            && prefix.len() <= 100
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_prefix {
+            bail!("invalid broker prefix {prefix:?} (--broker-prefix): use 1 to 100 letters, digits, '-', '_' or '.'");
+        }
+        let default_prefetch = (workers * 2).clamp(1, usize::from(u16::MAX)) as u16;
+        let prefetch = self.prefetch.or(file.prefetch).unwrap_or(default_prefetch);
+        if prefetch == 0 {
+            bail!("invalid prefetch 0 (--prefetch): must be at least 1, since 0 means no bound to RabbitMQ");
+        }
+        let delivery_limit = file.broker_delivery_limit.unwrap_or(20);
+        if delivery_limit == 0 {
+            bail!("invalid broker_delivery_limit = 0 in the settings file: must be at least 1");
+        }
+        Ok(Some(BrokerSettings {
+            url,
+            prefix,
+            prefetch,
+            delivery_limit,
+        }))
     }
 }
 
@@ -487,6 +560,35 @@ mod tests {
             Database::Sqlite(PathBuf::from(DEFAULT_DATA_DIR).join("infinity.db"))
         );
         assert!(!settings.api.bench_routes);
+        assert!(settings.jobs.broker.is_none());
+    }
+
+    #[test]
+    fn broker_settings_resolve_and_reject_bad_values() {
+        let mut args = ServeArgs::default();
+        args.jobs.broker = Some("amqp://guest:guest@127.0.0.1:5999".into());
+        args.jobs.workers = Some(3);
+        let broker = args.resolve().unwrap().jobs.broker.unwrap();
+        assert_eq!(broker.prefix, "infinity");
+        assert_eq!(broker.prefetch, 6);
+        assert_eq!(broker.delivery_limit, 20);
+
+        args.jobs.prefetch = Some(0);
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--prefetch"));
+        args.jobs.prefetch = None;
+        args.jobs.broker_prefix = Some("a b".into());
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--broker-prefix"));
+        args.jobs.broker_prefix = None;
+        args.jobs.broker = Some("amqps://h".into());
+        assert!(args.resolve().unwrap_err().to_string().contains("--broker"));
     }
 
     #[test]

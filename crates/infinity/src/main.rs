@@ -6,6 +6,7 @@ mod jobs;
 mod serve;
 mod topology;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -93,7 +94,19 @@ async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Resu
         }
     }
     let stores = serve::open_store(&settings).await?;
-    jobs::run_command(stores.jobs.as_ref(), command).await
+    let dead = match jobs::broker_config(&settings) {
+        Some(config) => Some(
+            infinity_broker::dead::DeadLetters::open(stores.outbox.clone(), config)
+                .await
+                .context("connecting to the broker (--broker) failed")?,
+        ),
+        None => None,
+    };
+    let result = jobs::run_command(stores.jobs.as_ref(), dead.as_ref(), command).await;
+    if let Some(dead) = dead {
+        dead.close().await;
+    }
+    result
 }
 
 /// Fixes glibc's mmap threshold at 128 KiB. glibc raises the threshold after

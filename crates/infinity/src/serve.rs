@@ -8,36 +8,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use infinity_api::backlog::Backlog;
 use infinity_api::uploads::UploadSettings;
 use infinity_api::{app, AppState};
 use infinity_jobs::objects::{LocalFolder, ObjectStore};
 use infinity_redis::{
     Redis, RedisBus, RedisCache, RedisIdempotency, RedisLimits, RedisPositions, RedisSessions,
 };
-use infinity_store::{JobQueue, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store};
+use infinity_store::{
+    JobQueue, Outbox, PostgresStore, SessionStore, SqliteOptions, SqliteStore, Store,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Database, Settings};
+use crate::jobs::Role;
 
 /// How long an upload's in-request check may take.
 const UPLOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The storage tier as the roles use it: one engine behind three interfaces.
+/// The storage tier as the roles use it: one engine behind four interfaces.
 #[derive(Clone)]
 pub struct Stores {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<dyn SessionStore>,
     pub jobs: Arc<dyn JobQueue>,
+    /// The `jobs` table as the outbox in front of a broker.
+    pub outbox: Arc<dyn Outbox>,
 }
 
 impl Stores {
-    fn of<S: Store + SessionStore + JobQueue>(engine: S) -> Self {
+    fn of<S: Store + SessionStore + Outbox>(engine: S) -> Self {
         let engine = Arc::new(engine);
         Self {
             store: engine.clone(),
             sessions: engine.clone(),
-            jobs: engine,
+            jobs: engine.clone(),
+            outbox: engine,
         }
     }
 }
@@ -133,10 +140,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits: infinity_media::Limits::default(),
         check_timeout: UPLOAD_CHECK_TIMEOUT,
         public_url: settings.public_url.clone(),
+        backlog: Some(Arc::new(Backlog::new(stores.outbox.clone()))),
     };
     let state = shared_tier(&settings, &stores, uploads).await?;
     let (stop_jobs, jobs_stopped) = watch::channel(false);
-    let workers = crate::jobs::start(&settings, stores.store, stores.jobs, objects, jobs_stopped)?;
+    let workers = crate::jobs::start(&settings, &stores, objects, Role::Serve, jobs_stopped)?;
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -181,16 +189,20 @@ pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let Some(workers) = crate::jobs::start(
         &settings,
-        stores.store,
-        stores.jobs,
+        &stores,
         objects(&settings),
+        Role::Worker,
         stopped,
     )?
     else {
         anyhow::bail!("invalid --workers 0: a worker process needs at least one");
     };
+    let queue = match &settings.jobs.broker {
+        Some(broker) => format!("RabbitMQ queue {}.jobs", broker.prefix),
+        None => "the embedded queue".to_string(),
+    };
     println!(
-        "Infinity {} worker: {} jobs at once, data folder {}",
+        "Infinity {} worker: {} jobs at once from {queue}, data folder {}",
         env!("CARGO_PKG_VERSION"),
         settings.jobs.workers,
         settings.data_dir.display()
@@ -214,6 +226,10 @@ fn print_banner(settings: &Settings, address: SocketAddr) {
         0 => "none in this process".to_string(),
         n => format!("{n} in this process"),
     };
+    let queue = match &settings.jobs.broker {
+        Some(broker) => format!("RabbitMQ behind the outbox, queue {}.jobs", broker.prefix),
+        None => "embedded queue".to_string(),
+    };
     let (cache, sessions) = match &settings.redis {
         Some(url) => (
             format!("in-process, invalidated through Redis ({url})"),
@@ -225,7 +241,7 @@ fn print_banner(settings: &Settings, address: SocketAddr) {
         "Infinity {} serving http://{address}/api\n  \
          data folder  {}\n  \
          tiers        database {}, cache {cache}, sessions {sessions},\n               \
-         jobs embedded queue ({workers}), media local folder, e-mail {mail}\n",
+         jobs {queue} ({workers}), media local folder, e-mail {mail}\n",
         env!("CARGO_PKG_VERSION"),
         settings.data_dir.display(),
         settings.database.describe(),

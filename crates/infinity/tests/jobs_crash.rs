@@ -226,7 +226,7 @@ async fn jobs_commands_repair_dead_jobs() {
     assert!(counts.status.success());
     assert_eq!(
         stdout(&counts),
-        "queued   1\nrunning  0\ndone     0\ndead     0\n"
+        "queued    1\npublished 0\nrunning   0\ndone      0\ndead      0\n"
     );
 
     let bad_state = jobs_command(root, &["list", "--state", "stuck"]);

@@ -596,3 +596,105 @@ fn invalid_files_start_nothing() {
         assert!(!run.run_dir.exists(), "{contents:?} created the run folder");
     }
 }
+
+/// Waits until the shared data folder's e-mail outbox holds `count`
+/// messages, and returns their file names.
+fn wait_for_mail(run: &Run, count: usize) -> Vec<String> {
+    let outbox = run.run_dir.join("data").join("outbox");
+    let started = Instant::now();
+    loop {
+        let names: Vec<String> = std::fs::read_dir(&outbox)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                    .filter(|name| name.ends_with(".eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.len() >= count {
+            return names;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "{} e-mails in {} after {SETTLE:?}, expected {count}",
+            names.len(),
+            outbox.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phase_6_broker_and_worker_fleet() {
+    if let Some(reason) = phase_2_missing() {
+        report_not_run("phase_6_broker_and_worker_fleet", &reason);
+        return;
+    }
+    let run = Run::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let original = std::fs::read_to_string(example("phase-6.toml")).unwrap();
+    let fixed = "listen = \"127.0.0.1:8000\"";
+    assert!(original.contains(fixed), "the example sets {fixed}");
+    let file = run.root.path().join("phase-6.toml");
+    std::fs::write(
+        &file,
+        original.replace(fixed, &format!("listen = \"127.0.0.1:{port}\"")),
+    )
+    .unwrap();
+
+    let output = run.up(&file);
+    assert!(output.status.success(), "{}", text(&output));
+    let api = api_url(&String::from_utf8_lossy(&output.stdout));
+
+    // Each registration writes a welcome e-mail job, which only the worker
+    // processes run, through the broker.
+    register_and_post(&api, "ada", "Through the broker").await;
+    let mail = wait_for_mail(&run, 1);
+    assert_eq!(mail.len(), 1, "{mail:?}");
+
+    let stdout = run.wait_for_healthy_status();
+    for name in ["rabbitmq", "worker-1", "worker-2", "node-1", "node-2", "lb"] {
+        let line = status_line(&stdout, name);
+        assert_eq!(line[3], "alive", "{name}: {stdout}");
+        assert_eq!(line[4], "ok", "{name}: {stdout}");
+    }
+    assert_eq!(status_line(&stdout, "rabbitmq")[1], "broker");
+    assert_eq!(status_line(&stdout, "worker-1")[1], "worker");
+    assert!(stdout.contains("queue infinity.jobs: 0 ready"), "{stdout}");
+
+    kill_and_wait_for_restart(&run, "worker-1");
+    register_and_post(&api, "grace", "After a worker crash").await;
+    let mail = wait_for_mail(&run, 2);
+    assert_eq!(mail.len(), 2, "{mail:?}");
+
+    // The nodes publish the per-kind figures every 5 seconds.
+    let started = Instant::now();
+    let figures = loop {
+        let output = run.status();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line: Vec<String> = stdout
+            .lines()
+            .find(|line| line.starts_with("email.welcome "))
+            .map(|line| line.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        // Columns: kind, pending, done/minute, retrying, dead/minute, dead.
+        if line.len() == 6 && line[2] == "2" {
+            break line;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "no job figures for email.welcome: {stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(figures[1], "0", "pending: {figures:?}");
+    assert_eq!(figures[5], "0", "dead: {figures:?}");
+
+    let broker_pid = run.pid("rabbitmq");
+    run.down_and_check();
+    assert!(!is_alive(broker_pid), "RabbitMQ still runs after down");
+}

@@ -406,6 +406,7 @@ impl TestServer {
             limits,
             check_timeout: std::time::Duration::from_secs(30),
             public_url: String::new(),
+            backlog: None,
         };
         let state = AppState::new(
             engine.store.clone(),

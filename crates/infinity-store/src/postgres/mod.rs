@@ -10,6 +10,7 @@
 
 mod cluster;
 mod jobs;
+mod outbox;
 
 use std::future::Future;
 use std::time::Duration;

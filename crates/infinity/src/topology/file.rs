@@ -20,6 +20,9 @@ const DEFAULT_NODES: usize = 1;
 const DEFAULT_WORKERS: usize = 2;
 const DEFAULT_DRAIN_SECONDS: u64 = 2;
 const DEFAULT_REPLICAS: usize = 1;
+/// The maximum `workers.count`. Every worker is a full process on this
+/// machine.
+pub const MAX_WORKER_PROCESSES: usize = 32;
 
 /// The file as written: every key optional, unknown keys rejected.
 #[derive(Deserialize, Debug, Default)]
@@ -31,6 +34,22 @@ struct TopologyFile {
     database: DatabaseSection,
     redis: Option<RedisSection>,
     lb: Option<LbSection>,
+    workers: Option<WorkersSection>,
+    broker: Option<BrokerSection>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkersSection {
+    count: Option<usize>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct BrokerSection {
+    url: Option<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -77,6 +96,24 @@ pub struct Topology {
     pub database: Database,
     pub redis: Option<Redis>,
     pub lb: Option<Lb>,
+    pub workers: Option<Workers>,
+    pub broker: Option<Broker>,
+}
+
+/// Worker processes (`infinity worker`), apart from the nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workers {
+    pub count: usize,
+    /// Jobs each worker process runs at once.
+    pub concurrency: usize,
+}
+
+/// RabbitMQ as the job queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broker {
+    /// `None` starts a private `rabbitmq-server` on free loopback ports.
+    pub url: Option<String>,
+    pub prefix: String,
 }
 
 /// The API nodes: `infinity serve` processes on free loopback ports.
@@ -200,12 +237,22 @@ impl Topology {
             .lb
             .map(|section| parse_lb(section, drain_seconds, &invalid))
             .transpose()?;
+        let workers = raw
+            .workers
+            .map(|section| parse_workers(section, &invalid))
+            .transpose()?;
+        let broker = raw
+            .broker
+            .map(|section| parse_broker(section, &invalid))
+            .transpose()?;
         Ok(Topology {
             file: file.to_path_buf(),
             nodes,
             database,
             redis,
             lb,
+            workers,
+            broker,
         })
     }
 }
@@ -338,6 +385,55 @@ fn check_postgres_url(key: &str, url: &str, invalid: &Invalid) -> anyhow::Result
     // error, which hides it.
     infinity_store::server_name(url).map_err(|error| invalid.key(key, &error.to_string()))?;
     Ok(())
+}
+
+fn parse_workers(section: WorkersSection, invalid: &Invalid) -> anyhow::Result<Workers> {
+    let count = section.count.unwrap_or(1);
+    if !(1..=MAX_WORKER_PROCESSES).contains(&count) {
+        return Err(invalid.value(
+            "workers.count",
+            &count,
+            &format!("must be 1 to {MAX_WORKER_PROCESSES}"),
+        ));
+    }
+    let concurrency = section.concurrency.unwrap_or(DEFAULT_WORKERS);
+    if !(1..=MAX_WORKERS).contains(&concurrency) {
+        return Err(invalid.value(
+            "workers.concurrency",
+            &concurrency,
+            &format!("must be 1 to {MAX_WORKERS}"),
+        ));
+    }
+    Ok(Workers { count, concurrency })
+}
+
+fn parse_broker(section: BrokerSection, invalid: &Invalid) -> anyhow::Result<Broker> {
+    if let Some(url) = &section.url {
+        // The message leaves the URL out, since it may contain a password.
+        infinity_broker::check_url(url).map_err(|_| {
+            invalid.key(
+                "broker.url",
+                "expected amqp://USER:PASSWORD@HOST:PORT[/VHOST]",
+            )
+        })?;
+    }
+    let prefix = section.prefix.unwrap_or_else(|| "infinity".to_string());
+    let valid = !prefix.is_empty()
+        && prefix.len() <= 100
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(invalid.value(
+            "broker.prefix",
+            &prefix,
+            "use 1 to 100 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(Broker {
+        url: section.url,
+        prefix,
+    })
 }
 
 fn parse_redis(section: RedisSection, invalid: &Invalid) -> anyhow::Result<Redis> {
@@ -561,6 +657,32 @@ mod tests {
     }
 
     #[test]
+    fn workers_and_broker_sections() {
+        let file = Path::new("/srv/phase-6.toml");
+        let topology = Topology::parse("[workers]\ncount = 3\n[broker]\n", file).unwrap();
+        assert_eq!(
+            topology.workers,
+            Some(Workers {
+                count: 3,
+                concurrency: DEFAULT_WORKERS
+            })
+        );
+        assert_eq!(
+            topology.broker,
+            Some(Broker {
+                url: None,
+                prefix: "infinity".into()
+            })
+        );
+        let existing = "[broker]\nurl = \"amqp://u:p@127.0.0.1:5673/%2f\"\nprefix = \"x\"\n";
+        let topology = Topology::parse(existing, file).unwrap();
+        let broker = topology.broker.unwrap();
+        assert_eq!(broker.url.as_deref(), Some("amqp://u:p@127.0.0.1:5673/%2f"));
+        assert_eq!(broker.prefix, "x");
+        assert_eq!(topology.workers, None);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("[nodes]\ncout = 2\n", "nodes.cout"),
@@ -568,6 +690,10 @@ mod tests {
             ("[nodes]\ncount = \"two\"\n", "nodes.count"),
             ("[nodes]\nworkers = 65\n", "nodes.workers"),
             ("[nodez]\ncount = 1\n", "nodez"),
+            ("[workers]\ncount = 0\n", "workers.count"),
+            ("[workers]\nconcurrency = 0\n", "workers.concurrency"),
+            ("[broker]\nurl = \"http://x\"\n", "broker.url"),
+            ("[broker]\nprefix = \"a b\"\n", "broker.prefix"),
             ("[database]\nengine = \"mysql\"\n", "database.engine"),
             ("[database]\nreplicas = 1\n", "database.replicas"),
             (

@@ -1,5 +1,6 @@
-//! Local topologies: `infinity up FILE` starts PostgreSQL, Redis, API nodes
-//! and a load balancer on loopback as a TOML file describes them,
+//! Local topologies: `infinity up FILE` starts PostgreSQL, Redis, RabbitMQ,
+//! API nodes, worker processes and a load balancer on loopback as a TOML
+//! file describes them,
 //! `infinity status` checks them and `infinity down` stops them.
 //!
 //! `up` starts a supervisor in the background, which owns every process and

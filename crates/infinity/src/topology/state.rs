@@ -36,7 +36,7 @@ pub struct State {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ProcessRecord {
     /// Unique in the run: `supervisor`, `postgres-primary`,
-    /// `postgres-replica1`, `redis`, `node-1`, `lb`.
+    /// `postgres-replica1`, `redis`, `rabbitmq`, `node-1`, `worker-1`, `lb`.
     pub name: String,
     pub role: Role,
     /// `None` for a server that this run did not start (`external`), and
@@ -44,7 +44,7 @@ pub struct ProcessRecord {
     pub pid: Option<u32>,
     /// `HOST:PORT` it listens on.
     pub address: Option<String>,
-    /// `http://`, `postgres://` or `redis://` URL of the service.
+    /// `http://`, `postgres://`, `redis://` or `amqp://` URL of the service.
     pub url: Option<String>,
     /// The Prometheus metrics URL, for nodes and the balancer.
     pub metrics_url: Option<String>,
@@ -68,6 +68,10 @@ pub enum Role {
     Redis,
     Node,
     Lb,
+    /// A RabbitMQ node.
+    Broker,
+    /// An `infinity worker` process.
+    Worker,
 }
 
 impl Role {
@@ -79,6 +83,8 @@ impl Role {
             Role::Redis => "redis",
             Role::Node => "node",
             Role::Lb => "lb",
+            Role::Broker => "broker",
+            Role::Worker => "worker",
         }
     }
 
@@ -86,7 +92,9 @@ impl Role {
     /// to tell the recorded process from an unrelated one that got its pid.
     pub fn command_word(self) -> &'static str {
         match self {
-            Role::Supervisor | Role::Node | Role::Lb => "infinity",
+            Role::Supervisor | Role::Node | Role::Lb | Role::Worker => "infinity",
+            // The Erlang VM that runs RabbitMQ.
+            Role::Broker => "beam",
             Role::PostgresPrimary | Role::PostgresReplica => "postgres",
             Role::Redis => "redis-server",
         }

@@ -1,8 +1,11 @@
 //! `infinity status`: whether each recorded process is alive, a health
 //! check per role, and a few figures.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
+use super::file::Topology;
 use super::process::is_alive_as;
 use super::redis_ping;
 use super::state::{ProcessRecord, Role, State};
@@ -27,13 +30,17 @@ impl Check {
 /// number of processes that are dead or failing their health check.
 pub async fn print_status(state: &State, http: &reqwest::Client) -> usize {
     let servers = database_servers(state, http).await;
+    let prefix = Topology::load(&state.topology_file)
+        .ok()
+        .and_then(|topology| topology.broker)
+        .map_or_else(|| "infinity".to_string(), |broker| broker.prefix);
     println!(
         "{:<18} {:<17} {:>8}  {:<8} {:<7} {:>8}  details",
         "name", "role", "pid", "process", "health", "restarts"
     );
     let mut failing = 0;
     for record in &state.processes {
-        let check = check(record, servers.as_ref(), http).await;
+        let check = check(record, servers.as_ref(), &prefix, http).await;
         if !check.ok() {
             failing += 1;
         }
@@ -51,7 +58,109 @@ pub async fn print_status(state: &State, http: &reqwest::Client) -> usize {
             check.details
         );
     }
+    print_job_kinds(state, http).await;
     failing
+}
+
+/// Prints the per-kind job figures that the first answering node publishes
+/// in `/metrics`: pending jobs, jobs done and dead in the last minute, jobs
+/// waiting for a retry, and dead jobs.
+async fn print_job_kinds(state: &State, http: &reqwest::Client) {
+    for node in state.processes.iter().filter(|p| p.role == Role::Node) {
+        let Some(url) = node.metrics_url.as_deref() else {
+            continue;
+        };
+        let Ok(response) = http.get(url).send().await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        let kinds = job_kinds(&text);
+        if kinds.is_empty() {
+            return;
+        }
+        println!();
+        println!(
+            "{:<22} {:>8} {:>12} {:>9} {:>12} {:>6}",
+            "job kind", "pending", "done/minute", "retrying", "dead/minute", "dead"
+        );
+        for (kind, figures) in kinds {
+            let figure = |name: &str| figures.get(name).copied().unwrap_or(0.0);
+            println!(
+                "{:<22} {:>8} {:>12} {:>9} {:>12} {:>6}",
+                kind,
+                figure("pending"),
+                figure("done_last_minute"),
+                figure("retrying"),
+                figure("dead_last_minute"),
+                figure("dead")
+            );
+        }
+        return;
+    }
+}
+
+/// Reads the `infinity_job_kind{kind, figure}` gauges from Prometheus text:
+/// the figures of each kind, ordered by kind.
+pub fn job_kinds(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut kinds: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("infinity_job_kind{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = labels[start..].find('"')? + start;
+            Some(labels[start..end].to_string())
+        };
+        let (Some(kind), Some(figure)) = (label("kind"), label("figure")) else {
+            continue;
+        };
+        if let Ok(value) = value.trim().parse::<f64>() {
+            kinds.entry(kind).or_default().insert(figure, value);
+        }
+    }
+    kinds
+}
+
+/// Reports the ready messages in the broker's work, retry and dead-letter
+/// queues, with passive declares.
+async fn check_broker(record: &ProcessRecord, prefix: &str) -> (bool, String) {
+    let Some(url) = record.url.as_deref() else {
+        return (false, "no URL recorded".to_string());
+    };
+    let connection = match infinity_broker::connect(url, "infinity-status").await {
+        Ok(connection) => connection,
+        Err(error) => return (false, format!("connecting failed: {error}")),
+    };
+    let work = queue_depth(&connection, &format!("{prefix}.jobs")).await;
+    let dead = queue_depth(&connection, &format!("{prefix}.dead")).await;
+    let _ = connection.close(200, "status".into()).await;
+    match (work, dead) {
+        (Ok(work), Ok(dead)) => (
+            true,
+            format!("queue {prefix}.jobs: {work} ready, {prefix}.dead: {dead} dead letters"),
+        ),
+        (Err(error), _) | (_, Err(error)) => (true, format!("queues not declared yet ({error})")),
+    }
+}
+
+/// Counts the ready messages of `queue` on a channel of its own, because a
+/// passive declare of a missing queue closes its channel.
+async fn queue_depth(connection: &lapin::Connection, queue: &str) -> Result<u32, String> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    let depth = infinity_broker::QueueNames::depth(&channel, queue)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = channel.close(200, "counted".into()).await;
+    depth
 }
 
 /// Checks one process. `servers` is the `servers` array of a node's
@@ -59,6 +168,7 @@ pub async fn print_status(state: &State, http: &reqwest::Client) -> usize {
 async fn check(
     record: &ProcessRecord,
     servers: Result<&Vec<Value>, &String>,
+    prefix: &str,
     http: &reqwest::Client,
 ) -> Check {
     let process = match record.pid {
@@ -83,6 +193,9 @@ async fn check(
         Role::Lb => check_lb(record, http).await,
         Role::Redis => check_redis(record).await,
         Role::PostgresPrimary | Role::PostgresReplica => check_postgres(record, servers),
+        Role::Broker => check_broker(record, prefix).await,
+        // A worker serves nothing to check; the job figures show its work.
+        Role::Worker => (true, String::new()),
     };
     Check {
         process,
@@ -281,6 +394,20 @@ infinity_http_request_duration_seconds_bucket{le=\"0.1\"} 7
     #[test]
     fn sum_metric_without_labels() {
         assert_eq!(sum_metric("up 1\nup_other 7\n", "up"), Some(1.0));
+    }
+
+    #[test]
+    fn job_kinds_reads_each_figure() {
+        let text = "# TYPE infinity_job_kind gauge\n\
+            infinity_job_kind{kind=\"media.variants\",figure=\"pending\"} 12\n\
+            infinity_job_kind{kind=\"media.variants\",figure=\"done_last_minute\"} 300\n\
+            infinity_job_kind{kind=\"email.welcome\",figure=\"dead\"} 1\n\
+            infinity_jobs{state=\"dead\"} 1\n";
+        let kinds = job_kinds(text);
+        assert_eq!(kinds.len(), 2);
+        assert_eq!(kinds["media.variants"]["pending"], 12.0);
+        assert_eq!(kinds["media.variants"]["done_last_minute"], 300.0);
+        assert_eq!(kinds["email.welcome"]["dead"], 1.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The supervisor (`infinity up FILE --foreground`): starts PostgreSQL,
-//! Redis, the API nodes and the balancer in that order, restarts a crashed
-//! node, Redis or balancer, and stops everything in reverse order on
-//! SIGTERM or SIGINT.
+//! Redis, RabbitMQ, the API nodes, the worker processes and the balancer in
+//! that order, restarts a crashed node, worker, Redis or balancer, and stops
+//! everything in reverse order on SIGTERM or SIGINT.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use infinity_local::{PgCluster, PgOptions};
+use infinity_local::{PgCluster, PgOptions, RabbitServer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -141,7 +141,12 @@ struct Supervisor {
     http: reqwest::Client,
     record: ProcessRecord,
     cluster: Option<PgCluster>,
-    /// PostgreSQL servers and an existing Redis: watched, never restarted.
+    /// The private RabbitMQ node; dropping it kills the node.
+    rabbit: Option<RabbitServer>,
+    /// `--broker` and `--broker-prefix` of the nodes and workers.
+    broker_flags: Vec<OsString>,
+    /// PostgreSQL servers, RabbitMQ and an existing Redis: watched, never
+    /// restarted.
     servers: Vec<ProcessRecord>,
     /// Redis, the nodes and the balancer, in start order.
     children: Vec<SupervisedChild>,
@@ -183,6 +188,8 @@ impl Supervisor {
             http: http_client()?,
             record,
             cluster: None,
+            rabbit: None,
+            broker_flags: Vec::new(),
             servers: Vec::new(),
             children: Vec::new(),
             database_flags: Vec::new(),
@@ -230,10 +237,16 @@ impl Supervisor {
         self.write_state()?;
         stop.check()?;
 
+        self.start_broker().await?;
+        self.write_state()?;
+        stop.check()?;
+
         self.migrate().await?;
         stop.check()?;
 
         self.start_nodes(stop).await?;
+        self.write_state()?;
+        self.start_workers(stop).await?;
         self.write_state()?;
         if self.topology.lb.is_some() {
             self.start_lb(stop).await?;
@@ -435,6 +448,84 @@ impl Supervisor {
         }
     }
 
+    /// Starts the private RabbitMQ node, or records the existing broker, and
+    /// sets the broker flags of the nodes and workers.
+    async fn start_broker(&mut self) -> anyhow::Result<()> {
+        let Some(broker) = self.topology.broker.clone() else {
+            return Ok(());
+        };
+        let url = match broker.url {
+            Some(url) => {
+                self.servers
+                    .push(external_record("rabbitmq".into(), Role::Broker, None, &url));
+                url
+            }
+            None => {
+                tracing::info!("starting a private RabbitMQ node");
+                let server = tokio::task::spawn_blocking(RabbitServer::start)
+                    .await?
+                    .context("cannot start the private RabbitMQ node")?;
+                let url = server.url();
+                self.servers.push(ProcessRecord {
+                    name: "rabbitmq".into(),
+                    role: Role::Broker,
+                    pid: server.pid(),
+                    address: Some(format!("127.0.0.1:{}", server.port)),
+                    url: Some(url.clone()),
+                    metrics_url: None,
+                    log: Some(server.dir().join("log")),
+                    restarts: 0,
+                    started_at: Some(super::now_rfc3339()),
+                    external: false,
+                });
+                tracing::info!(dir = %server.dir().display(), port = server.port, "RabbitMQ ready");
+                self.rabbit = Some(server);
+                url
+            }
+        };
+        self.servers_down.push(false);
+        self.broker_flags = vec![
+            "--broker".into(),
+            url.into(),
+            "--broker-prefix".into(),
+            broker.prefix.into(),
+        ];
+        Ok(())
+    }
+
+    /// Starts the `infinity worker` processes. A worker has no HTTP port, so
+    /// it counts as started once it has stayed up for 500 ms.
+    async fn start_workers(&mut self, stop: &StopSignal) -> anyhow::Result<()> {
+        let Some(workers) = self.topology.workers.clone() else {
+            return Ok(());
+        };
+        let first = self.children.len();
+        for index in 0..workers.count {
+            let mut args: Vec<OsString> = vec![
+                "worker".into(),
+                "--data-dir".into(),
+                self.data_dir.clone().into(),
+                "--workers".into(),
+                workers.concurrency.to_string().into(),
+            ];
+            args.extend(self.database_flags.iter().cloned());
+            args.extend(self.broker_flags.iter().cloned());
+            let name = format!("worker-{}", index + 1);
+            let mut child = self.child(&name, Role::Worker, self.exe.clone(), args);
+            child.spawn()?;
+            tracing::info!(%name, pid = child.record.pid, "started worker");
+            self.children.push(child);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.check()?;
+        for child in &mut self.children[first..] {
+            if let Some(status) = child.try_exit() {
+                return Err(exit_error(child, &status.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `infinity migrate` with the nodes' database flags.
     async fn migrate(&mut self) -> anyhow::Result<()> {
         let log_path = self.run_dir.join("logs").join("migrate.log");
@@ -489,6 +580,7 @@ impl Supervisor {
                 nodes.drain_seconds.to_string().into(),
             ];
             args.extend(self.database_flags.iter().cloned());
+            args.extend(self.broker_flags.iter().cloned());
             if let Some(url) = &self.redis_url {
                 args.push("--redis".into());
                 args.push(url.into());
@@ -669,8 +761,9 @@ impl Supervisor {
         }
     }
 
-    /// Logs once when a PostgreSQL server of the private cluster goes down
-    /// and when it is back. The supervisor does not restart them.
+    /// Logs once when a PostgreSQL server of the private cluster or the
+    /// private RabbitMQ node goes down and when it is back. The supervisor
+    /// does not restart them.
     fn watch_servers(&mut self) {
         for (server, down) in self.servers.iter().zip(self.servers_down.iter_mut()) {
             let Some(pid) = server.pid else {
@@ -682,7 +775,7 @@ impl Supervisor {
                     name = %server.name,
                     pid,
                     log = ?server.log,
-                    "server exited; the supervisor does not restart PostgreSQL servers"
+                    "server exited; the supervisor does not restart PostgreSQL or RabbitMQ"
                 );
             } else if alive && *down {
                 tracing::info!(name = %server.name, pid, "server is back");
@@ -704,6 +797,7 @@ impl Supervisor {
         for (role, grace) in [
             (Role::Lb, lb_grace),
             (Role::Node, node_grace),
+            (Role::Worker, node_grace),
             (Role::Redis, REDIS_STOP_GRACE),
         ] {
             let mut group: Vec<&mut SupervisedChild> = self
@@ -715,6 +809,10 @@ impl Supervisor {
                 tracing::info!(role = role.as_str(), count = group.len(), "stopping");
                 stop_all(&mut group, grace).await;
             }
+        }
+        if let Some(rabbit) = self.rabbit.take() {
+            tracing::info!(dir = %rabbit.dir().display(), "stopping RabbitMQ and removing its folder");
+            let _ = tokio::task::spawn_blocking(move || drop(rabbit)).await;
         }
         if let Some(cluster) = self.cluster.take() {
             tracing::info!(dir = %cluster.dir().display(), "stopping PostgreSQL and removing its folder");
