@@ -4,9 +4,10 @@
 //! a load balancer on its behalf) sends the same `Idempotency-Key` with each
 //! attempt. The first attempt runs and its response is stored; a repeat
 //! gets the stored response and changes nothing. A repeat with a different
-//! method, path or body is a 422, and a repeat while the first attempt is
-//! still running is a 409. Keys belong to the session that sent them, so
-//! one user can never replay another's response.
+//! method, path or body is a 422. A repeat while the first attempt is still
+//! running waits for it, and gets a 409 if it runs on for several seconds.
+//! Keys belong to the session that sent them, so one user can never replay
+//! another's response.
 //!
 //! Responses with a 5xx, 408, 409 or 429 status are not stored: they say
 //! "try again later", and the client may do so with the same key. Neither is
@@ -44,10 +45,19 @@ pub const IN_PROGRESS_TTL: Duration = Duration::from_secs(120);
 /// How long a running attempt keeps its key in a shared store without a
 /// renewal, so that a repeat can take over the key soon after the node
 /// running the attempt dies.
-pub const ATTEMPT_LEASE: Duration = Duration::from_secs(10);
+pub const ATTEMPT_LEASE: Duration = Duration::from_secs(5);
 
 /// How often a running attempt renews its lease.
-const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+const LEASE_RENEWAL: Duration = Duration::from_millis(1500);
+
+/// How long a repeat waits for a running attempt with the same key to
+/// finish (or for its lease to run out) before it gets a 409. Longer than
+/// the lease, so that a repeat sent on after its node died, as a load
+/// balancer does, runs instead of failing.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(6);
+
+/// How often a waiting repeat checks the key again.
+const IN_PROGRESS_POLL: Duration = Duration::from_millis(100);
 
 /// The longest accepted key.
 const MAX_KEY_LENGTH: usize = 255;
@@ -346,7 +356,13 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let record = record_key(&request, &key, &fingerprint);
 
     let store = &state.idempotency;
-    match store.begin(&record, &fingerprint).await {
+    let mut begun = store.begin(&record, &fingerprint).await;
+    let waiting_since = Instant::now();
+    while matches!(begun, Ok(Begin::InProgress)) && waiting_since.elapsed() < IN_PROGRESS_WAIT {
+        tokio::time::sleep(IN_PROGRESS_POLL).await;
+        begun = store.begin(&record, &fingerprint).await;
+    }
+    match begun {
         Ok(Begin::Started) => {}
         Ok(Begin::Done(stored)) => return replay(stored),
         Ok(Begin::InProgress) => {

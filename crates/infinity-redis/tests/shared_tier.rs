@@ -601,6 +601,52 @@ async fn attempt_lease_is_short_until_finished() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_runs_after_dead_attempt_lease() {
+    let redis = RedisServer::start().unwrap();
+    let (_data, a, _b) = two_nodes(&redis).await;
+    let token = a.register("judy").await;
+    let body = json!({"article": {"title": "Orphaned", "description": "d", "body": "b"}});
+
+    // The key's record as a node leaves it when it dies mid-request: the
+    // attempt's mark, which nobody renews. The fingerprint is the guard's:
+    // method, path below /api, and body.
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"POST");
+        hasher.update([0]);
+        hasher.update(b"/articles");
+        hasher.update([0]);
+        hasher.update(serde_json::to_vec(&body).unwrap());
+        hex::encode(hasher.finalize())
+    };
+    let digest = infinity_api::auth::token_digest(&token);
+    let records = RedisIdempotency::new(Redis::connect(&redis.url()).await.unwrap());
+    let record = format!("{digest}:orphan-1");
+    assert_eq!(
+        records.begin(&record, &fingerprint).await.unwrap(),
+        Begin::Started
+    );
+
+    let started = Instant::now();
+    let (status, created) = a
+        .call(
+            reqwest::Method::POST,
+            "/articles",
+            Some(&token),
+            Some(body),
+            Some("orphan-1"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(
+        started.elapsed() < ATTEMPT_LEASE + Duration::from_secs(2),
+        "the repeat waited {:?}",
+        started.elapsed()
+    );
+}
+
 /// Sends one failed login through `node`.
 async fn attempt(node: &Node) -> (u16, Value) {
     let body = json!({"user": {"email": "erin@example.com", "password": "wrong-password"}});
