@@ -9,7 +9,7 @@
 //! write changed raises the generation once Redis responds again, which
 //! orphans every entry.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +24,6 @@ pub(crate) const GENERATION: &str = "infinity:cache:generation";
 
 /// How often a node retries raising the generation.
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Set while this node owes a generation raise; until then it neither
-/// reads nor fills the shared cache.
-static RAISE_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Returns the values of the entries named in ARGV[2..] of cache ARGV[1]
 /// that are current: read at or above their own floor and the floor left
@@ -84,14 +80,14 @@ pub(crate) fn stale_name(stale: &Stale) -> String {
 /// Orphans every shared cache entry as soon as Redis responds, because a
 /// change's invalidation may not have reached it.
 pub(crate) fn after_lost_invalidation(redis: Arc<Redis>) {
-    if RAISE_PENDING.swap(true, Ordering::SeqCst) {
+    if redis.raise_pending.swap(true, Ordering::SeqCst) {
         return;
     }
     tokio::spawn(async move {
         loop {
             let raised: SharedResult<u64> = redis.run(redis::cmd("INCR").arg(GENERATION)).await;
             if raised.is_ok() {
-                RAISE_PENDING.store(false, Ordering::SeqCst);
+                redis.raise_pending.store(false, Ordering::SeqCst);
                 tracing::info!("shared cache emptied after a lost invalidation");
                 return;
             }
@@ -115,8 +111,8 @@ impl RedisCache {
         }
     }
 
-    fn check_usable() -> SharedResult<()> {
-        match RAISE_PENDING.load(Ordering::SeqCst) {
+    fn check_usable(&self) -> SharedResult<()> {
+        match self.redis.raise_pending.load(Ordering::SeqCst) {
             true => Err("the shared cache is being emptied".to_string()),
             false => Ok(()),
         }
@@ -126,7 +122,7 @@ impl RedisCache {
 #[async_trait]
 impl SharedCache for RedisCache {
     async fn get(&self, cache: &str, keys: &[String]) -> SharedResult<Vec<Option<Vec<u8>>>> {
-        Self::check_usable()?;
+        self.check_usable()?;
         let mut args = Vec::with_capacity(keys.len() + 1);
         args.push(cache.to_string());
         args.extend(keys.iter().cloned());
@@ -142,7 +138,7 @@ impl SharedCache for RedisCache {
         position: Position,
         ttl: Duration,
     ) -> SharedResult<()> {
-        Self::check_usable()?;
+        self.check_usable()?;
         if entries.is_empty() {
             return Ok(());
         }

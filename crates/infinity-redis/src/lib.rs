@@ -47,6 +47,10 @@ pub struct Redis {
     client: redis::Client,
     manager: OnceCell<ConnectionManager>,
     up: AtomicBool,
+    /// Set while this node owes the shared cache a generation raise, after
+    /// a write's invalidation failed; until then the node neither reads nor
+    /// fills the shared cache.
+    raise_pending: AtomicBool,
 }
 
 /// An error of the shared tier, as text for the callers' logs.
@@ -62,6 +66,7 @@ impl Redis {
             client,
             manager: OnceCell::new(),
             up: AtomicBool::new(false),
+            raise_pending: AtomicBool::new(false),
         });
         if let Err(error) = redis.manager().await {
             tracing::warn!(%error, "Redis unreachable at start-up; falling back until it responds");
