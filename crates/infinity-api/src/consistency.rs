@@ -189,7 +189,7 @@ fn session_digest(request: &Request) -> Option<String> {
 
 /// Runs the request in a consistency scope with its session's floor and the
 /// node's, then remembers the mark of any write it made. The marks are
-/// stored before the response leaves, so a client that has its answer can
+/// stored before the response leaves, so a client that has received it can
 /// rely on every later request seeing the write.
 pub async fn scope_requests(
     State(state): State<AppState>,

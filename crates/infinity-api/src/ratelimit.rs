@@ -130,7 +130,7 @@ fn too_many(wait: Duration) -> ApiError {
     ApiError::TooManyRequests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
 }
 
-/// The loopback networks, whose peers are trusted proxies by default.
+/// Returns the loopback networks, whose peers are trusted proxies by default.
 pub fn loopback() -> Vec<ipnet::IpNet> {
     ["127.0.0.0/8", "::1/128"]
         .iter()
@@ -140,9 +140,9 @@ pub fn loopback() -> Vec<ipnet::IpNet> {
 
 /// Returns the address of the client behind `peer`. When `peer` is a
 /// trusted proxy, the client is the rightmost address of `x-forwarded-for`
-/// that is not a trusted proxy itself, because every trusted hop appends
-/// the address it received the request from and anything further left may
-/// have been forged by the client.
+/// that is not a trusted proxy itself. Every trusted hop appends the address
+/// it received the request from, so anything further left may have been
+/// forged by the client.
 pub fn client_address(
     peer: IpAddr,
     headers: &axum::http::HeaderMap,

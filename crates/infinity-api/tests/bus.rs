@@ -1,7 +1,7 @@
 //! Two nodes over one database, joined by an in-memory change bus whose
-//! delivery the test can hold back: a session reads its own write through a
-//! node that has not yet heard of it, while other sessions may see that
-//! node's cached copy until the change arrives.
+//! delivery the test can hold back. A session reads its own write through a
+//! node that has not yet received it. Other sessions may see that node's
+//! cached copy until the change arrives.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -126,7 +126,7 @@ where
         &self.stripes[self.stripe_index(key)]
     }
 
-    /// The cache's name in metrics, such as `article`.
+    /// Returns the cache's name in metrics, such as `article`.
     pub fn name(&self) -> &'static str {
         self.name
     }

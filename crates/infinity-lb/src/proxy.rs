@@ -107,7 +107,7 @@ pub struct Balancer {
     pub in_flight: Arc<InFlight>,
     pub max_retries: usize,
     pub connect_timeout: Duration,
-    /// The longest wait for each read from, or write to, a backend.
+    /// The maximum wait for each read from, or write to, a backend.
     pub read_timeout: Duration,
     /// Turn counter that spreads picks over the backends tied for the fewest
     /// requests in flight.

@@ -98,8 +98,8 @@ impl RedisServer {
         })
     }
 
-    /// Stops the server with SIGSTOP: its connections stay open, but it
-    /// answers nothing until [`RedisServer::thaw`].
+    /// Stops the server with SIGSTOP. Its connections stay open, but it
+    /// replies to nothing until [`RedisServer::thaw`].
     pub fn freeze(&self) -> io::Result<()> {
         self.signal(libc::SIGSTOP)
     }

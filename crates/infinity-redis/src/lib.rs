@@ -48,7 +48,7 @@ pub struct Redis {
     manager: OnceCell<ConnectionManager>,
     up: AtomicBool,
     /// Set while this node owes the shared cache a generation raise, after
-    /// a write's invalidation failed; until then the node neither reads nor
+    /// a write's invalidation failed. Until then the node neither reads nor
     /// fills the shared cache.
     raise_pending: AtomicBool,
 }
