@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use infinity_jobs::handlers::make_variants;
 use infinity_jobs::objects::{original_key, variant_path, ObjectStore, VARIANT_SIZES};
+use infinity_media::background::BackgroundError;
 use infinity_media::{Limits, MediaError};
 use infinity_store::{ids::shard_of, Id, NewUpload, UploadRecord, UploadState};
 use serde::Serialize;
@@ -143,22 +144,22 @@ async fn read_file(mut multipart: Multipart) -> ApiResult<Vec<u8>> {
     ))
 }
 
-/// Decodes the whole image on a blocking thread, bounded by the decoder's
-/// limits and by `check_timeout`.
+/// Decodes the whole image on a low-priority image thread, bounded by the
+/// decoder's limits and by `check_timeout`.
 async fn check_image(
     settings: &UploadSettings,
     bytes: Arc<Vec<u8>>,
 ) -> ApiResult<infinity_media::Inspection> {
     let limits = settings.limits.clone();
-    let work = tokio::task::spawn_blocking(move || infinity_media::validate(&bytes, &limits));
-    match tokio::time::timeout(settings.check_timeout, work).await {
-        Ok(Ok(result)) => result.map_err(media_error),
-        Ok(Err(panic)) => Err(ApiError::invalid(format!(
+    let work = move || infinity_media::validate(&bytes, &limits);
+    match infinity_media::background::run(settings.check_timeout, work).await {
+        Ok(result) => result.map_err(media_error),
+        Err(BackgroundError::Panicked(panic)) => Err(ApiError::invalid(format!(
             "file: the image could not be decoded ({panic})"
         ))),
-        Err(_) => Err(ApiError::invalid(format!(
+        Err(BackgroundError::TimedOut(limit)) => Err(ApiError::invalid(format!(
             "file: checking the image took longer than {} s",
-            settings.check_timeout.as_secs()
+            limit.as_secs()
         ))),
     }
 }

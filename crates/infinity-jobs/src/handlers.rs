@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use infinity_media::background::BackgroundError;
 use infinity_media::{Limits, MediaError};
 use infinity_store::{Id, JobRecord, NewJob, Store, UploadState, VariantRecord};
 use serde::Deserialize;
@@ -187,25 +188,22 @@ impl Handler for MakeVariants {
 }
 
 impl MakeVariants {
-    /// Decodes and resizes on a blocking thread, bounded by `timeout`. The
-    /// outer error is the job's, the inner one the image's.
+    /// Decodes and resizes on a low-priority image thread, bounded by
+    /// `timeout`. The outer error is the job's, the inner one the image's.
     async fn render(
         &self,
         original: Vec<u8>,
     ) -> Result<Result<infinity_media::Rendition, MediaError>, JobError> {
         let limits = self.limits.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            infinity_media::render(&original, &limits, &VARIANT_SIZES)
-        });
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(panic)) => Err(JobError::Permanent(format!("rendering panicked: {panic}"))),
-            // NOTE: the blocking thread runs on until the decode ends; the
-            // decoder's own limits bound how long that can be.
-            Err(_) => Err(JobError::Retry(format!(
-                "rendering took longer than {} s",
-                self.timeout.as_secs()
-            ))),
+        let work = move || infinity_media::render(&original, &limits, &VARIANT_SIZES);
+        match infinity_media::background::run(self.timeout, work).await {
+            Ok(result) => Ok(result),
+            Err(BackgroundError::Panicked(panic)) => {
+                Err(JobError::Permanent(format!("rendering panicked: {panic}")))
+            }
+            Err(timed_out @ BackgroundError::TimedOut(_)) => {
+                Err(JobError::Retry(format!("rendering {timed_out}")))
+            }
         }
     }
 }

@@ -5,9 +5,11 @@
 //! variant is resized, turned upright by its EXIF orientation, converted to
 //! 8-bit sRGB and written as a fresh file that carries no metadata of the upload.
 //!
-//! Every function is synchronous and CPU-bound: call it from a blocking thread.
+//! Every function is synchronous and CPU-bound: call it through
+//! [`background::run`], which runs it on a low-priority image thread.
 
 mod animation;
+pub mod background;
 mod colour;
 mod decode;
 mod encode;
