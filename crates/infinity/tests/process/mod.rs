@@ -222,11 +222,10 @@ pub async fn open_store(root: &Path) -> SqliteStore {
 
 /// Polls the queue until `find` picks a job out of all jobs, and returns it.
 pub async fn wait_for_job(
-    store: &SqliteStore,
+    store: &impl infinity_store::JobQueue,
     what: &str,
     find: impl Fn(&JobRecord) -> bool,
 ) -> JobRecord {
-    use infinity_store::JobQueue;
     let started = tokio::time::Instant::now();
     loop {
         let jobs = store.jobs(None, 1000).await.unwrap();
