@@ -63,7 +63,7 @@ enum Command {
     /// and a load balancer, under a supervisor in the background
     Up(topology::UpArgs),
     /// Show each process of a local topology, whether it is alive and
-    /// healthy; exit status 1 when one is not
+    /// healthy; exit status 1 when one is not, and 0 after `infinity down`
     Status(topology::StatusArgs),
     /// Stop a local topology started with `infinity up`
     Down(topology::DownArgs),
