@@ -327,16 +327,20 @@ async fn update(
         .store()
         .update_article(article.id, changes)
         .await?;
+    // Invalidate the slug and tags of the row this update replaced, not
+    // those of `article`, because a concurrent edit may have changed them
+    // after `article` was read.
+    let (previous, current) = (&updated.previous, &updated.current);
     state
         .reads
         .article_changed(
-            updated.id,
-            updated.author_id,
-            &[&article.slug, &updated.slug],
-            &[article.tags.as_slice(), updated.tags.as_slice()].concat(),
+            current.id,
+            current.author_id,
+            &[&previous.slug, &current.slug],
+            &[previous.tags.as_slice(), current.tags.as_slice()].concat(),
         )
         .await;
-    article_body(&state, Some(auth.id), updated.id).await
+    article_body(&state, Some(auth.id), current.id).await
 }
 
 /// `DELETE /api/articles/{slug}`

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use infinity_store::{NewJob, NewUser, SessionRecord, UserChanges, UserRecord};
+use infinity_store::{NewJob, NewUser, SessionRecord, StoreError, UserChanges, UserRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -207,14 +207,23 @@ async fn update_user(
     if let Some(password) = password {
         changes.password_hash = Some(hash_password(password).await?);
     }
-    let store = state.reads.store();
-    let before = store.user_by_id(auth.id).await?.ok_or_else(|| {
-        ApiError::Unauthorized("the user of this session no longer exists".into())
-    })?;
-    let user = store.update_user(auth.id, changes).await?;
+    let updated = state
+        .reads
+        .store()
+        .update_user(auth.id, changes)
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound => {
+                ApiError::Unauthorized("the user of this session no longer exists".into())
+            }
+            other => other.into(),
+        })?;
+    // Invalidate the username of the row this update replaced, because a
+    // concurrent update may have changed it after this request began.
+    let user = updated.current;
     state
         .reads
-        .user_changed(user.id, &[&before.username, &user.username])
+        .user_changed(user.id, &[&updated.previous.username, &user.username])
         .await;
 
     if changing_password {

@@ -60,9 +60,10 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a user up by e-mail address, ignoring case.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_id_by_username(&self, username: &str) -> StoreResult<Option<Id>>;
-    /// Applies `changes`, failing with [`StoreError::NotFound`] when the user
-    /// is gone and [`StoreError::Taken`] on a clash.
-    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<UserRecord>;
+    /// Applies `changes` and returns the user as it was before and after
+    /// them. Fails with [`StoreError::NotFound`] when the user is gone and
+    /// [`StoreError::Taken`] on a clash.
+    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<Updated<UserRecord>>;
 
     /// Records that `follower` follows `followee`, on both users' sides.
     /// Returns false when the edge already existed; then nothing changes and
@@ -86,8 +87,13 @@ pub trait Store: Send + Sync + 'static {
     async fn article_by_id(&self, id: Id) -> StoreResult<Option<ArticleRecord>>;
     /// The articles among `ids` that exist, in no particular order.
     async fn articles_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<ArticleRecord>>;
-    /// Applies `changes`; a new title gives the article a new slug.
-    async fn update_article(&self, id: Id, changes: ArticleChanges) -> StoreResult<ArticleRecord>;
+    /// Applies `changes` and returns the article as it was before and after
+    /// them. A new title gives the article a new slug.
+    async fn update_article(
+        &self,
+        id: Id,
+        changes: ArticleChanges,
+    ) -> StoreResult<Updated<ArticleRecord>>;
     /// Deletes an article with its tags, favourites and comments.
     async fn delete_article(&self, id: Id) -> StoreResult<()>;
     /// A newest-first page of the articles that match `filter`.

@@ -116,6 +116,15 @@ pub struct ArticleChanges {
     pub images: Option<Vec<ImageRef>>,
 }
 
+/// A row just before and just after one update. `previous` is read in the
+/// update's own transaction, under its write lock, so a concurrent update
+/// of the same row is never skipped between `previous` and `current`.
+#[derive(Debug, Clone)]
+pub struct Updated<T> {
+    pub previous: T,
+    pub current: T,
+}
+
 /// Filters of the article list. Usernames that match no user give an empty
 /// page, not an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -96,6 +96,13 @@ impl SqliteStore {
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin().await?)
     }
+
+    /// Begins a transaction that holds the database's write lock from its
+    /// first statement, so that what it reads stays current until it
+    /// commits, even with a writer in another process.
+    async fn begin_immediate(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 pub(crate) fn count_query(operation: &'static str) {
@@ -265,9 +272,14 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<UserRecord> {
+    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<Updated<UserRecord>> {
         count_query("update_user");
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_immediate().await?;
+        let previous = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let row = sqlx::query(
             "UPDATE users SET \
                username = coalesce(?, username), \
@@ -290,7 +302,10 @@ impl Store for SqliteStore {
         .map_err(map_unique)?
         .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
-        user_from_row(&row)
+        Ok(Updated {
+            previous: user_from_row(&previous)?,
+            current: user_from_row(&row)?,
+        })
     }
 
     async fn follow(&self, follower: Id, followee: Id, jobs: Vec<NewJob>) -> StoreResult<bool> {
@@ -493,9 +508,20 @@ impl Store for SqliteStore {
         rows.iter().map(article_from_row).collect()
     }
 
-    async fn update_article(&self, id: Id, changes: ArticleChanges) -> StoreResult<ArticleRecord> {
+    async fn update_article(
+        &self,
+        id: Id,
+        changes: ArticleChanges,
+    ) -> StoreResult<Updated<ArticleRecord>> {
         count_query("update_article");
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_immediate().await?;
+        let previous = sqlx::query(&format!(
+            "SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let slug = match &changes.title {
             Some(title) => Some(free_slug(&mut tx, title, id).await?),
             None => None,
@@ -535,7 +561,10 @@ impl Store for SqliteStore {
             replace_tags(&mut tx, id, tags).await?;
         }
         tx.commit().await?;
-        article_from_row(&row)
+        Ok(Updated {
+            previous: article_from_row(&previous)?,
+            current: article_from_row(&row)?,
+        })
     }
 
     async fn delete_article(&self, id: Id) -> StoreResult<()> {

@@ -7,7 +7,9 @@ mod serve;
 mod topology;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::ServeArgs;
@@ -23,11 +25,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "infinity",
     version,
-    about = "A social photo-blogging service that scales by configuration",
-    args_conflicts_with_subcommands = true
+    about = "A social photo-blogging service that scales by configuration"
 )]
 struct Cli {
-    /// With no subcommand, `infinity` runs `serve` with these flags.
+    /// With no subcommand, `infinity` runs `serve` with these flags. With a
+    /// subcommand, [`parse_cli`] rejects them.
     #[command(flatten)]
     serve: ServeArgs,
 
@@ -70,10 +72,34 @@ enum Command {
     /// and a load balancer, under a supervisor in the background
     Up(topology::UpArgs),
     /// Show each process of a local topology, whether it is alive and
-    /// healthy; exit status 1 when one is not
+    /// healthy; exit status 1 when one is not, and 0 after `infinity down`
     Status(topology::StatusArgs),
     /// Stop a local topology started with `infinity up`
     Down(topology::DownArgs),
+}
+
+/// Parses the command line. The global `--log-format` may come before or
+/// after the subcommand. The serve flags before a subcommand are rejected,
+/// because the subcommand would ignore them.
+// NOTE: clap's `args_conflicts_with_subcommands` cannot do this, because it
+// also rejects a global flag before the subcommand (clap 4.6).
+fn parse_cli() -> Cli {
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    if let Some((subcommand, _)) = matches.subcommand() {
+        let misplaced = command.get_arguments().find(|arg| {
+            !arg.is_global_set()
+                && matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+        });
+        if let Some(arg) = misplaced {
+            let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
+            let message = format!(
+                "the argument '--{flag}' cannot be used before the subcommand '{subcommand}'. Put it after '{subcommand}'"
+            );
+            command.error(ErrorKind::ArgumentConflict, message).exit();
+        }
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 fn init_logging(format: &str) {
@@ -137,7 +163,7 @@ fn fix_mmap_threshold() {}
 
 fn main() {
     fix_mmap_threshold();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_logging(&cli.log_format);
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     // Pingora makes runtimes of its own, and refuses to start inside one.

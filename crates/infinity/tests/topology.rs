@@ -327,8 +327,68 @@ async fn phase_0_sqlite_node() {
         TcpListener::bind(&address).is_ok(),
         "{address} is still taken after down"
     );
+    assert_stopped_status(&run);
+}
+
+/// Checks that `status` exits 0 and reports that nothing is running, as it
+/// does after `down`.
+fn assert_stopped_status(run: &Run) {
+    let output = run.status();
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("nothing is running"), "{}", text(&output));
+    assert!(stdout.contains("stopped at"), "{}", text(&output));
+    assert!(
+        !stdout.contains("dead"),
+        "no process table: {}",
+        text(&output)
+    );
+    assert!(run.state()["stopped_at"].is_string(), "{}", run.state());
+}
+
+#[test]
+fn status_after_down_exits_zero() {
+    let run = Run::new();
+    let output = run.up(&example("phase-0.toml"));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(run.state()["stopped_at"], Value::Null);
+    run.down_and_check();
+    assert_stopped_status(&run);
+
+    // A second `down` finds nothing to stop and keeps the stopped state.
+    let stopped_at = run.state()["stopped_at"].clone();
+    let output = run.down();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(run.state()["stopped_at"], stopped_at);
+    assert_stopped_status(&run);
+}
+
+#[test]
+fn status_after_supervisor_crash_fails() {
+    let run = Run::new();
+    let output = run.up(&example("phase-0.toml"));
+    assert!(output.status.success(), "{}", text(&output));
+    let supervisor = run.pid("supervisor");
+    let node = run.pid("node-1");
+    kill_9(supervisor);
+    let started = Instant::now();
+    while is_alive(supervisor) {
+        assert!(started.elapsed() < SETTLE, "supervisor survived kill -9");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let output = run.status();
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(status_line(&stdout, "supervisor")[3], "dead", "{stdout}");
+    assert_eq!(run.state()["stopped_at"], Value::Null);
+
+    // The node may still be draining after the SIGTERM that the
+    // supervisor's death sent it, and `down` waits for it or stops it.
+    let output = run.down();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!is_alive(node), "node pid {node} still runs after down");
+    assert_stopped_status(&run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

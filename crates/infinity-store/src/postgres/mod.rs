@@ -404,9 +404,16 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<UserRecord> {
+    async fn update_user(&self, id: Id, changes: UserChanges) -> StoreResult<Updated<UserRecord>> {
         count("update_user");
         let mut tx = self.begin().await?;
+        // The row lock makes a concurrent update of this user wait for the
+        // commit, so `previous` is the row this update replaces.
+        let previous: UserRow = sqlx::query_as("SELECT * FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let row: UserRow = sqlx::query_as(
             "UPDATE users SET \
                username = coalesce($1, username), \
@@ -429,7 +436,10 @@ impl Store for PostgresStore {
         .map_err(map_unique)?
         .ok_or(StoreError::NotFound)?;
         self.commit(tx).await?;
-        row.try_into()
+        Ok(Updated {
+            previous: previous.try_into()?,
+            current: row.try_into()?,
+        })
     }
 
     async fn follow(&self, follower: Id, followee: Id, jobs: Vec<NewJob>) -> StoreResult<bool> {
@@ -639,9 +649,22 @@ impl Store for PostgresStore {
         records(rows)
     }
 
-    async fn update_article(&self, id: Id, changes: ArticleChanges) -> StoreResult<ArticleRecord> {
+    async fn update_article(
+        &self,
+        id: Id,
+        changes: ArticleChanges,
+    ) -> StoreResult<Updated<ArticleRecord>> {
         count("update_article");
         let mut tx = self.begin().await?;
+        // The row lock makes a concurrent update of this article wait for
+        // the commit, so `previous` is the row this update replaces.
+        let previous: ArticleRow = sqlx::query_as(&format!(
+            "SELECT {ARTICLE_COLUMNS} FROM articles a WHERE a.id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let slug = match &changes.title {
             Some(title) => Some(free_slug(&mut tx, title, id).await?),
             None => None,
@@ -701,7 +724,10 @@ impl Store for PostgresStore {
             replace_tags(&mut tx, id, tags).await?;
         }
         self.commit(tx).await?;
-        row.try_into()
+        Ok(Updated {
+            previous: previous.try_into()?,
+            current: row.try_into()?,
+        })
     }
 
     async fn delete_article(&self, id: Id) -> StoreResult<()> {

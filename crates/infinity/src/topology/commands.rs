@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::file::{Redis, Topology};
 use super::process::{find_in_path, is_alive_as, log_tail, send_signal, wait_for_exit};
 use super::state::{Role, State};
-use super::{http_client, status::print_status, summary, supervisor};
+use super::{http_client, now_rfc3339, status::print_status, summary, supervisor};
 
 const DEFAULT_RUN_DIR: &str = "./infinity-run";
 /// How long `up` waits for the supervisor to report ready. A private
@@ -245,10 +245,21 @@ fn subcommand_help(args: &[&str]) -> anyhow::Result<(bool, String)> {
 }
 
 /// Prints every recorded process with its health. Fails when one is dead
-/// or failing, or when the topology is not running.
+/// or failing, or when the topology is not running, unless a requested stop
+/// ended it and left nothing running.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let run_dir = std::path::absolute(&args.run_dir)?;
     let state = State::read(&run_dir)?;
+    if let Some(stopped_at) = &state.stopped_at {
+        if !any_running(&state) {
+            println!(
+                "nothing is running in {}: the topology was stopped at {stopped_at}; start it with `infinity up FILE --run-dir {}`",
+                run_dir.display(),
+                run_dir.display()
+            );
+            return Ok(());
+        }
+    }
     println!(
         "topology {} in {}, API {}",
         state.topology_file.display(),
@@ -319,6 +330,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
         None => {
             let leftovers = wait_for_exit(&recorded, Duration::ZERO).await;
             if leftovers.is_empty() {
+                record_stop(&run_dir)?;
                 println!(
                     "nothing runs in {}: every recorded process has exited",
                     run_dir.display()
@@ -346,6 +358,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
+    record_stop(&run_dir)?;
     if let Some(dir) = state
         .postgres_cluster_dir
         .as_deref()
@@ -361,6 +374,27 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
         recorded.len()
     );
     Ok(())
+}
+
+/// Returns whether a recorded process that this run started still runs.
+fn any_running(state: &State) -> bool {
+    state
+        .processes
+        .iter()
+        .any(|p| !p.external && p.pid.is_some_and(|pid| is_alive_as(pid, p.role)))
+}
+
+/// Records in the state file that a requested stop ended the topology, so
+/// that `status` reports it stopped and not crashed. Call it only once
+/// every recorded process has exited.
+fn record_stop(run_dir: &Path) -> anyhow::Result<()> {
+    let mut state = State::read(run_dir)?;
+    state.stopped_at.get_or_insert_with(now_rfc3339);
+    state.ready = false;
+    for process in &mut state.processes {
+        process.pid = None;
+    }
+    state.write(run_dir)
 }
 
 fn kill_all(processes: &[(u32, Role)], signal: libc::c_int) {

@@ -28,6 +28,11 @@ pub struct State {
     pub postgres_cluster_dir: Option<PathBuf>,
     /// The error that ended start-up, if one did.
     pub error: Option<String>,
+    /// When a requested stop (`infinity down`, or SIGTERM or SIGINT to the
+    /// supervisor) ended the topology, in RFC 3339 (UTC). `None` while it
+    /// starts or runs, and after the supervisor itself died.
+    #[serde(default)]
+    pub stopped_at: Option<String>,
     /// The supervisor first, then in start order.
     pub processes: Vec<ProcessRecord>,
 }
@@ -164,6 +169,7 @@ mod tests {
             api_url: Some("http://127.0.0.1:4000/api".into()),
             postgres_cluster_dir: Some("/tmp/infinity-pg-abc".into()),
             error: None,
+            stopped_at: None,
             processes: vec![
                 ProcessRecord {
                     name: "supervisor".into(),

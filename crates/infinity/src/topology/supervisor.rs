@@ -55,7 +55,7 @@ pub async fn run(topology: Topology, run_dir: PathBuf) -> anyhow::Result<()> {
     supervisor.write_state()?;
 
     let result = supervisor.start(&stop).await;
-    match &result {
+    let requested = match &result {
         Ok(()) => {
             supervisor.ready = true;
             supervisor.write_state()?;
@@ -63,6 +63,7 @@ pub async fn run(topology: Topology, run_dir: PathBuf) -> anyhow::Result<()> {
             print!("{}", super::summary(&supervisor.state()));
             supervisor.monitor(stop).await;
             tracing::info!("stop requested; stopping the topology");
+            true
         }
         Err(error) => {
             tracing::error!(
@@ -70,9 +71,13 @@ pub async fn run(topology: Topology, run_dir: PathBuf) -> anyhow::Result<()> {
                 "start-up failed; stopping what started"
             );
             supervisor.error = Some(format!("{error:#}"));
+            stop.is_set()
         }
-    }
+    };
     supervisor.stop().await;
+    if requested {
+        supervisor.stopped_at = Some(super::now_rfc3339());
+    }
     supervisor.write_state()?;
     tracing::info!("stopped");
     result
@@ -156,6 +161,7 @@ struct Supervisor {
     api_url: Option<String>,
     ready: bool,
     error: Option<String>,
+    stopped_at: Option<String>,
     /// Servers already reported down, so each outage is logged once.
     servers_down: Vec<bool>,
 }
@@ -197,6 +203,7 @@ impl Supervisor {
             api_url: None,
             ready: false,
             error: None,
+            stopped_at: None,
             servers_down: Vec::new(),
         })
     }
@@ -215,6 +222,7 @@ impl Supervisor {
                 .as_ref()
                 .map(|cluster| cluster.dir().to_path_buf()),
             error: self.error.clone(),
+            stopped_at: self.stopped_at.clone(),
             processes,
         }
     }
