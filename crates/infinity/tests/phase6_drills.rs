@@ -49,6 +49,7 @@ struct Fleet {
     load: Option<Child>,
     store: PostgresStore,
     broker_args: Vec<String>,
+    broker_url: String,
     database_url: String,
     rabbit: RabbitServer,
     _redis: RedisServer,
@@ -112,6 +113,7 @@ impl Fleet {
             load: None,
             store,
             broker_args,
+            broker_url: rabbit.url(),
             database_url,
             rabbit,
             _redis: redis,
@@ -161,6 +163,13 @@ impl Fleet {
             .spawn()
             .expect("start infinity load");
         self.load = Some(child);
+    }
+
+    /// Runs `infinity jobs` against this fleet's database and broker.
+    fn jobs_command(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--database", &self.database_url, "--broker", &self.broker_url];
+        all.extend_from_slice(args);
+        process::jobs_command(self.root(), &all)
     }
 
     fn outbox_files(&self) -> Vec<String> {
@@ -402,31 +411,20 @@ async fn poison_job_ends_dead() {
     assert_eq!(poison.state, JobState::Dead);
     assert_eq!(poison.attempts, 3);
 
-    let listing = process::jobs_command(
-        fleet.root(),
-        &["--broker", &fleet.rabbit.url(), "list", "--state", "dead"],
-    );
+    let listing = fleet.jobs_command(&["list", "--state", "dead"]);
     let stdout = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.status.success(), "{stdout}");
     assert!(stdout.contains(&poison.id.to_string()), "{stdout}");
-    let counts = process::jobs_command(fleet.root(), &["--broker", &fleet.rabbit.url(), "counts"]);
+    let counts = fleet.jobs_command(&["counts"]);
     let stdout = String::from_utf8_lossy(&counts.stdout);
     assert!(stdout.contains("1 dead letters"), "{stdout}");
-    let discard = process::jobs_command(
-        fleet.root(),
-        &[
-            "--broker",
-            &fleet.rabbit.url(),
-            "discard",
-            &poison.id.to_string(),
-        ],
-    );
+    let discard = fleet.jobs_command(&["discard", &poison.id.to_string()]);
     assert!(
         discard.status.success(),
         "{}",
         String::from_utf8_lossy(&discard.stderr)
     );
-    let counts = process::jobs_command(fleet.root(), &["--broker", &fleet.rabbit.url(), "counts"]);
+    let counts = fleet.jobs_command(&["counts"]);
     let stdout = String::from_utf8_lossy(&counts.stdout);
     assert!(stdout.contains("0 dead letters"), "{stdout}");
 }
