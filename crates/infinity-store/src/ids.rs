@@ -2,7 +2,8 @@
 //!
 //! Layout, from the most significant bit: 40 bits of milliseconds since
 //! [`EPOCH_MS`] (enough until 2060), 8 bits of logical shard (256 shards) and
-//! 5 bits of sequence (32 identifiers per millisecond per shard and process).
+//! 5 bits of sequence (16 to 32 identifiers per millisecond per shard and
+//! process).
 //! The whole value stays below 2^53, so JavaScript clients read it exactly.
 
 use std::sync::Mutex;
@@ -22,6 +23,10 @@ const SEQUENCE_BITS: u32 = 5;
 pub const LOGICAL_SHARDS: u16 = 1 << SHARD_BITS;
 
 const SEQUENCE_MASK: i64 = (1 << SEQUENCE_BITS) - 1;
+
+/// The first sequence of a millisecond is drawn from `0..FIRST_SEQUENCE_SPAN`,
+/// which leaves at least 16 identifiers per millisecond, shard and process.
+const FIRST_SEQUENCE_SPAN: i64 = 16;
 const SHARD_MASK: i64 = (1 << SHARD_BITS) - 1;
 
 /// The largest identifier the layout can produce: 2^53 - 1.
@@ -39,9 +44,12 @@ pub fn unix_ms_of(id: Id) -> i64 {
 
 /// Mints identifiers in one process.
 ///
-/// The sequence is per process, so two processes writing the same shard need
-/// distinct shards or a database-side sequence; the primary keys reject a
-/// collision rather than overwrite a row.
+/// The sequence is per process. Two processes minting on the same shard in
+/// the same millisecond collide when they draw the same first sequence, about
+/// one time in 16; the primary keys reject such an id rather than overwrite a
+/// row.
+// NOTE: only comment inserts mint a fresh id and retry on such a rejection;
+// other inserts fail with a database error.
 #[derive(Debug, Default)]
 pub struct IdGenerator {
     state: Mutex<(i64, i64)>,
@@ -63,7 +71,14 @@ impl IdGenerator {
             // A clock that steps backwards keeps the last millisecond, so
             // identifiers stay unique and ordered.
             let ms = now.max(last_ms);
-            let next_sequence = if ms == last_ms { sequence + 1 } else { 0 };
+            // Each millisecond starts at a random sequence below
+            // FIRST_SEQUENCE_SPAN, so two processes minting on one shard in
+            // the same millisecond mostly pick different values.
+            let next_sequence = if ms == last_ms {
+                sequence + 1
+            } else {
+                rand::random_range(0..FIRST_SEQUENCE_SPAN)
+            };
             if next_sequence > SEQUENCE_MASK {
                 drop(state);
                 std::thread::sleep(std::time::Duration::from_micros(200));
@@ -99,6 +114,15 @@ mod tests {
         let minted: Vec<Id> = (0..5000).map(|_| ids.next(7)).collect();
         assert!(minted.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(minted.iter().collect::<HashSet<_>>().len(), minted.len());
+    }
+
+    #[test]
+    fn first_sequence_of_a_millisecond_varies() {
+        let firsts: HashSet<i64> = (0..200)
+            .map(|_| IdGenerator::new().next(3) & SEQUENCE_MASK)
+            .collect();
+        assert!(firsts.len() > 4, "first sequences drawn: {firsts:?}");
+        assert!(firsts.iter().all(|first| *first < FIRST_SEQUENCE_SPAN));
     }
 
     #[test]

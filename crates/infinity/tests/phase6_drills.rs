@@ -2,8 +2,8 @@
 //! an API node that runs no jobs, two `infinity worker` processes consuming
 //! a private RabbitMQ node, a private PostgreSQL server and Redis, and one
 //! data folder for the photos. The drills run one at a time in the test
-//! suite and print their figures; `bench/phase6.sh` runs them in release
-//! mode, where the burst's login figure is held against its target.
+//! suite and print their figures. `bench/phase6.sh` runs them in release
+//! mode, and there the burst's login figure is what counts.
 //!
 //! - kill -9 a worker mid-job: the job completes in the other worker, once.
 //! - stop RabbitMQ for 10 s: writes keep succeeding, every job arrives.
@@ -13,8 +13,7 @@
 //! - upload-to-variants latency at a steady upload rate (a benchmark).
 //!
 //! The workers and the node run image work on low-priority threads, so on
-//! one machine the workers' rendering and the node's checks take CPU time
-//! only when requests leave it free.
+//! one machine the kernel gives request threads the CPU first.
 
 mod process;
 
@@ -167,7 +166,12 @@ impl Fleet {
 
     /// Runs `infinity jobs` against this fleet's database and broker.
     fn jobs_command(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--database", &self.database_url, "--broker", &self.broker_url];
+        let mut all = vec![
+            "--database",
+            &self.database_url,
+            "--broker",
+            &self.broker_url,
+        ];
         all.extend_from_slice(args);
         process::jobs_command(self.root(), &all)
     }
@@ -322,6 +326,14 @@ async fn rabbitmq_down_for_ten_seconds() {
     let mut fleet = Fleet::start(2).await;
     fleet.start_load(20);
     fleet.server.register("before").await;
+    // Wait until a job has gone through the broker, so that every queue is
+    // declared before the kill. RabbitMQ 3.10.8, killed about two seconds
+    // after it declared a quorum queue, was seen to restart with the queue's
+    // record but without its Raft member, so every consume timed out.
+    process::wait_for_job(&fleet.store, "email.welcome done", |job| {
+        job.kind == "email.welcome" && job.state == JobState::Done
+    })
+    .await;
 
     let rabbit_stopped = Instant::now();
     tokio::task::block_in_place(|| fleet.rabbit.kill().unwrap());
@@ -436,11 +448,11 @@ fn poison_job(jobs: &[JobRecord], upload: Id) -> JobRecord {
         .expect("the poison job exists")
 }
 
-/// The most the login p99 may rise during the burst, as a fraction of the
-/// p99 before it.
+/// Maximum rise of the login p99 during the burst, as a fraction of the p99
+/// before it.
 const BURST_LOGIN_TARGET: f64 = 0.10;
 
-/// Sends 1,000 uploads as fast as the node answers, checks that every one
+/// Sends 1,000 uploads as fast as the node responds, checks that every one
 /// is accepted and rendered, and prints the login p99 before and during the
 /// burst under `name`, with the target's verdict. The verdict is printed,
 /// not asserted: a latency figure from a shared machine is a measurement,
