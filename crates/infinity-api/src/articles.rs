@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use infinity_store::{
-    ArticleChanges, ArticleFilter, ArticleRecord, Id, ImageRef, NewArticle, Page,
+    with_fresh_ids, ArticleChanges, ArticleFilter, ArticleRecord, Id, ImageRef, NewArticle, Page,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -265,7 +265,8 @@ async fn create(
         tags: tags.unwrap(),
         images,
     };
-    let created = state.reads.store().create_article(auth.id, new).await?;
+    let store = state.reads.store();
+    let created = with_fresh_ids(|| store.create_article(auth.id, new.clone())).await?;
     state
         .reads
         .article_changed(

@@ -117,6 +117,12 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %other, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
             }
+            other if other.is_id_taken() => {
+                tracing::warn!(error = %other, "every minted id was taken by concurrent writes");
+                ApiError::Unavailable(
+                    "concurrent writes took every id minted for this one; try again".into(),
+                )
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -13,7 +13,7 @@ use infinity_jobs::handlers::make_variants;
 use infinity_jobs::objects::{original_key, variant_path, ObjectStore, VARIANT_SIZES};
 use infinity_media::background::BackgroundError;
 use infinity_media::{Limits, MediaError};
-use infinity_store::{ids::shard_of, Id, NewUpload, UploadRecord, UploadState};
+use infinity_store::{ids::shard_of, with_fresh_ids, Id, NewUpload, UploadRecord, UploadState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -185,17 +185,20 @@ async fn upload(
         .map_err(|e| ApiError::Internal(format!("storing an original failed: {e}")))?;
 
     let store = state.reads.store();
-    let id = store.next_id(shard_of(auth.id));
-    let new = NewUpload {
-        id,
-        user_id: auth.id,
-        source_digest: digest,
-        format: inspection.format.name().to_string(),
-        width: inspection.width,
-        height: inspection.height,
-        animated: inspection.animated,
-    };
-    let upload = store.create_upload(new, vec![make_variants(id)]).await?;
+    let upload = with_fresh_ids(|| {
+        let id = store.next_id(shard_of(auth.id));
+        let new = NewUpload {
+            id,
+            user_id: auth.id,
+            source_digest: digest.clone(),
+            format: inspection.format.name().to_string(),
+            width: inspection.width,
+            height: inspection.height,
+            animated: inspection.animated,
+        };
+        store.create_upload(new, vec![make_variants(id)])
+    })
+    .await?;
     tracing::info!(upload_id = upload.id, format = %upload.format, "upload accepted");
     let wait = expected_wait(settings, &upload).await;
     Ok((

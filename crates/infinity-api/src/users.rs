@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use infinity_store::{NewJob, NewUser, SessionRecord, StoreError, UserChanges, UserRecord};
+use infinity_store::{
+    with_fresh_ids, NewJob, NewUser, SessionRecord, StoreError, UserChanges, UserRecord,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -104,11 +106,9 @@ async fn register(
         email,
         password_hash,
     };
-    let user = state
-        .reads
-        .store()
-        .create_user(new_user, vec![welcome])
-        .await?;
+    let store = state.reads.store();
+    let user =
+        with_fresh_ids(|| store.create_user(new_user.clone(), vec![welcome.clone()])).await?;
     state.reads.user_changed(user.id, &[&user.username]).await;
     let token = start_session(&state, &user).await?;
     tracing::info!(user_id = user.id, "user registered");

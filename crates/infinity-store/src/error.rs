@@ -54,6 +54,59 @@ impl StoreError {
     pub fn is_invalid_text(&self) -> bool {
         matches!(self, StoreError::Database(error) if is_invalid_text_error(error))
     }
+
+    /// True when an insert minted a row id that another process had minted
+    /// in the same millisecond (see [`crate::ids`]). The same write with a
+    /// fresh id succeeds.
+    pub fn is_id_taken(&self) -> bool {
+        matches!(self, StoreError::Database(error) if is_id_taken_error(error))
+    }
+}
+
+/// Tables whose primary key is a minted row id.
+const ID_TABLES: [&str; 5] = ["users", "articles", "comments", "jobs", "uploads"];
+
+/// True when `error` is a primary-key violation on a minted row id. It
+/// reads PostgreSQL's constraint name (`TABLE_pkey`) or SQLite's message
+/// (`UNIQUE constraint failed: TABLE.id`).
+pub(crate) fn is_id_taken_error(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    if !db.is_unique_violation() {
+        return false;
+    }
+    if let Some(constraint) = db.constraint() {
+        return ID_TABLES
+            .iter()
+            .any(|table| constraint.strip_suffix("_pkey") == Some(*table));
+    }
+    db.message()
+        .strip_prefix("UNIQUE constraint failed: ")
+        .and_then(|columns| columns.strip_suffix(".id"))
+        .is_some_and(|table| ID_TABLES.contains(&table))
+}
+
+/// Attempts of a write whose minted id another process took first.
+const ID_ATTEMPTS: usize = 5;
+
+/// Runs `write` until it does not fail with [`StoreError::is_id_taken`], at
+/// most [`ID_ATTEMPTS`] times. Each call of `write` must mint its ids anew.
+pub async fn with_fresh_ids<T, F, Fut>(mut write: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(error) if error.is_id_taken() && attempt < ID_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "a minted id was taken by another process; minting another");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// True when PostgreSQL rejected a text value it cannot store, such as one

@@ -2,8 +2,8 @@
 //!
 //! Layout, from the most significant bit: 40 bits of milliseconds since
 //! [`EPOCH_MS`] (enough until 2060), 8 bits of logical shard (256 shards) and
-//! 5 bits of sequence (16 to 32 identifiers per millisecond per shard and
-//! process).
+//! 5 bits of sequence (16 to 32 identifiers per millisecond per process,
+//! over all shards).
 //! The whole value stays below 2^53, so JavaScript clients read it exactly.
 
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ pub const LOGICAL_SHARDS: u16 = 1 << SHARD_BITS;
 const SEQUENCE_MASK: i64 = (1 << SEQUENCE_BITS) - 1;
 
 /// The first sequence of a millisecond is drawn from `0..FIRST_SEQUENCE_SPAN`,
-/// which leaves at least 16 identifiers per millisecond, shard and process.
+/// which leaves at least 16 identifiers per millisecond and process.
 const FIRST_SEQUENCE_SPAN: i64 = 16;
 const SHARD_MASK: i64 = (1 << SHARD_BITS) - 1;
 
@@ -46,10 +46,11 @@ pub fn unix_ms_of(id: Id) -> i64 {
 ///
 /// The sequence is per process. Two processes minting on the same shard in
 /// the same millisecond collide when they draw the same first sequence, about
-/// one time in 16; the primary keys reject such an id rather than overwrite a
-/// row.
-// NOTE: only comment inserts mint a fresh id and retry on such a rejection;
-// other inserts fail with a database error.
+/// one time in 16. The primary keys reject such an id rather than overwrite a
+/// row ([`crate::StoreError::is_id_taken`]), and the write is repeated with a
+/// fresh id: users, articles and uploads through [`crate::with_fresh_ids`],
+/// comments inside the store.
+// NOTE: a job id that collides fails the write that enqueued the job.
 #[derive(Debug, Default)]
 pub struct IdGenerator {
     state: Mutex<(i64, i64)>,

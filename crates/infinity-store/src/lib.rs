@@ -18,7 +18,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 
-pub use error::{StoreError, StoreResult, UniqueField};
+pub use error::{with_fresh_ids, StoreError, StoreResult, UniqueField};
 pub use ids::{Id, IdGenerator};
 pub use jobs::{JobQueue, JobRecord, JobState};
 pub use model::*;
