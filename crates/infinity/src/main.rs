@@ -95,8 +95,17 @@ fn parse_cli() -> Cli {
         });
         if let Some(arg) = misplaced {
             let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
+            let accepted = command.find_subcommand(subcommand).is_some_and(|sub| {
+                sub.get_arguments()
+                    .any(|candidate| candidate.get_long() == Some(flag))
+            });
+            let advice = if accepted {
+                format!("Put it after '{subcommand}'")
+            } else {
+                format!("'{subcommand}' does not take it")
+            };
             let message = format!(
-                "the argument '--{flag}' cannot be used before the subcommand '{subcommand}'. Put it after '{subcommand}'"
+                "the argument '--{flag}' cannot be used before the subcommand '{subcommand}'. {advice}"
             );
             command.error(ErrorKind::ArgumentConflict, message).exit();
         }
@@ -147,6 +156,9 @@ async fn run_jobs(target: ServeArgs, command: jobs::JobsCommand) -> anyhow::Resu
 fn main() {
     let cli = parse_cli();
     init_logging(&cli.log_format);
+    // Processes this one starts, such as the nodes of `infinity up`, log in
+    // the same format. No other thread runs yet, so the write is not racy.
+    std::env::set_var("INFINITY_LOG_FORMAT", &cli.log_format);
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     // Pingora makes runtimes of its own, and refuses to start inside one.
     if let Command::Lb(args) = command {

@@ -55,6 +55,21 @@ fn serve_flag_before_subcommand_is_rejected() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("'--listen'"), "{}", text(&output));
     assert!(stderr.contains("'status'"), "{}", text(&output));
+    assert!(
+        stderr.contains("'status' does not take it"),
+        "{}",
+        text(&output)
+    );
+
+    // `worker` takes the serve flags, so the advice is to move the flag.
+    let output = run(&["--workers", "3", "worker"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Put it after 'worker'"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]

@@ -278,6 +278,29 @@ fn kill_and_wait_for_restart(run: &Run, name: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_passes_log_format_on() {
+    let run = Run::new();
+    let file = example("phase-0.toml");
+    let output = run.command(&["--log-format", "json", "up", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let log = std::fs::read_to_string(run.run_dir.join("logs/node-1.log")).unwrap();
+    // The node's stdout goes to the same file, and its banner stays text. A
+    // text log line starts with its timestamp, a JSON one with a brace.
+    let text_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(text_lines.is_empty(), "text log lines: {text_lines:?}");
+    let json_lines: Vec<&str> = log.lines().filter(|line| line.starts_with('{')).collect();
+    assert!(!json_lines.is_empty(), "the node logged no JSON: {log}");
+    for line in json_lines {
+        let parsed: Result<Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a JSON line: {line}");
+    }
+    run.down_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phase_0_sqlite_node() {
     let run = Run::new();
     let output = run.up(&example("phase-0.toml"));
