@@ -1,5 +1,5 @@
 //! The threads that decode and render images, at a lower CPU priority than
-//! the threads that answer requests.
+//! the threads that handle requests.
 //!
 //! A decode or a resize can keep a core busy for tens of milliseconds. On
 //! threads of the same priority, a burst of uploads would take CPU time from
@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 /// How many nice steps the image threads run below their process.
 pub const NICE_STEPS: i32 = 10;
 
-/// Why image work returned no value.
+/// Failure of image work that returned no value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackgroundError {
     /// The work ran longer than its time limit. The thread carries on until
@@ -51,7 +51,7 @@ fn lower_priority() {
         if result == -1 {
             let error = std::io::Error::last_os_error();
             if error.raw_os_error().unwrap_or(0) != 0 {
-                tracing::warn!(%error, "image threads keep the process's priority");
+                tracing::warn!(%error, "lowering an image thread's priority failed; it keeps the process's priority");
             }
         }
     }
@@ -70,7 +70,7 @@ where
     let (done_tx, done_rx) = oneshot::channel();
     pool().spawn_fifo(move || {
         if started_tx.send(()).is_err() {
-            // The caller has gone away; nobody wants the value.
+            // The caller has gone away, so the value is not needed.
             return;
         }
         let result = catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
