@@ -21,7 +21,8 @@ use sqlx::{Acquire, QueryBuilder, Transaction};
 
 use crate::consistency::{self, Position};
 use crate::error::{
-    is_connection_error, is_invalid_text_error, StoreError, StoreResult, UniqueField,
+    is_connection_error, is_invalid_text_error, with_fresh_ids, StoreError, StoreResult,
+    UniqueField,
 };
 use crate::ids::{shard_of, Id, IdGenerator};
 use crate::model::*;
@@ -840,40 +841,27 @@ impl Store for PostgresStore {
     ) -> StoreResult<CommentRecord> {
         count("add_comment");
         let pool = self.primary_pool()?;
-        let mut attempt = 0;
-        let row = loop {
-            attempt += 1;
+        let (pool, body) = (&pool, &body);
+        let row = with_fresh_ids(|| async move {
             let id = self.ids.next(shard_of(article));
-            let result = sqlx::query_as::<_, CommentRow>(
+            sqlx::query_as::<_, CommentRow>(
                 "INSERT INTO comments (id, article_id, author_id, body, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
             )
             .bind(id)
             .bind(article)
             .bind(author)
-            .bind(&body)
+            .bind(body)
             .bind(to_ms(now()))
-            .fetch_one(&pool)
-            .await;
-            match result {
-                Ok(row) => break row,
+            .fetch_one(pool)
+            .await
+            .map_err(|error| match error {
                 // The article was deleted between the lookup and this insert.
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                    return Err(StoreError::NotFound)
-                }
-                // NOTE: identifiers carry no node number, so two nodes can
-                // mint the same one in the same millisecond; a fresh one is
-                // taken then.
-                Err(sqlx::Error::Database(db))
-                    if db.is_unique_violation()
-                        && db.constraint() == Some("comments_pkey")
-                        && attempt < 5 =>
-                {
-                    tracing::debug!(id, "comment id taken by another node; minting another");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+                other => other.into(),
+            })
+        })
+        .await?;
         self.committed().await;
         row.try_into()
     }
