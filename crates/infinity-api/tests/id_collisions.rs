@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
-use common::open_engine;
+use common::{open_engine, Engine};
 use infinity_store::{
     ids::shard_of, with_fresh_ids, Id, NewUpload, NewUser, SessionRecord, Store, StoreError,
     StoreResult, UploadRecord,
@@ -34,6 +34,20 @@ fn new_upload(id: Id, user_id: Id) -> NewUpload {
     }
 }
 
+/// Opens the engine in `data` with an uploader and an upload whose id is
+/// therefore taken, and returns the engine, the uploader and that id.
+async fn engine_with_taken_id(data: &std::path::Path) -> (Engine, Id, Id) {
+    let engine = open_engine(data).await;
+    let user = uploader(engine.store.as_ref()).await;
+    let taken = engine.store.next_id(shard_of(user));
+    engine
+        .store
+        .create_upload(new_upload(taken, user), Vec::new())
+        .await
+        .unwrap();
+    (engine, user, taken)
+}
+
 /// Creates an upload with `id`, counting the call in `calls`.
 async fn create_upload(
     store: &dyn Store,
@@ -48,14 +62,8 @@ async fn create_upload(
 #[tokio::test]
 async fn taken_id_is_recognised() {
     let data = tempfile::tempdir().unwrap();
-    let engine = open_engine(data.path()).await;
-    let store = engine.store;
-    let user = uploader(store.as_ref()).await;
-    let id = store.next_id(shard_of(user));
-    store
-        .create_upload(new_upload(id, user), Vec::new())
-        .await
-        .unwrap();
+    let (engine, user, id) = engine_with_taken_id(data.path()).await;
+    let store = &engine.store;
 
     let again = store
         .create_upload(new_upload(id, user), Vec::new())
@@ -90,13 +98,8 @@ async fn taken_id_is_recognised() {
 #[tokio::test]
 async fn taken_id_is_replaced() {
     let data = tempfile::tempdir().unwrap();
-    let store = open_engine(data.path()).await.store;
-    let user = uploader(store.as_ref()).await;
-    let taken = store.next_id(shard_of(user));
-    store
-        .create_upload(new_upload(taken, user), Vec::new())
-        .await
-        .unwrap();
+    let (engine, user, taken) = engine_with_taken_id(data.path()).await;
+    let store = &engine.store;
 
     // The first attempt uses the taken id, as a second node would have.
     let calls = AtomicUsize::new(0);
@@ -117,13 +120,8 @@ async fn taken_id_is_replaced() {
 #[tokio::test]
 async fn taken_id_gives_up_after_five_attempts() {
     let data = tempfile::tempdir().unwrap();
-    let store = open_engine(data.path()).await.store;
-    let user = uploader(store.as_ref()).await;
-    let taken = store.next_id(shard_of(user));
-    store
-        .create_upload(new_upload(taken, user), Vec::new())
-        .await
-        .unwrap();
+    let (engine, user, taken) = engine_with_taken_id(data.path()).await;
+    let store = &engine.store;
 
     let calls = AtomicUsize::new(0);
     let error = with_fresh_ids(|| create_upload(store.as_ref(), &calls, taken, user))

@@ -13,7 +13,6 @@
 mod process;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use infinity_local::{PgCluster, PgOptions, RedisServer};
-use process::{infinity, Process};
+use process::{free_address, infinity, Process};
 use serde_json::{json, Value};
 
 /// Held by the running drill.
@@ -47,11 +46,6 @@ const COMMENT_500: &str = "POST /api/articles/{slug}/comments 500";
 /// Articles created before the load starts, which the load reads and
 /// comments on.
 const SEED_ARTICLES: usize = 10;
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

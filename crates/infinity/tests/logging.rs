@@ -5,30 +5,15 @@
 mod process;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use process::infinity;
+use process::{free_address, infinity, text};
 use serde_json::Value;
 
 /// Hang guard for the balancer's first log line.
 const START_BOUND: Duration = Duration::from_secs(60);
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 fn run(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use process::infinity;
+use process::{infinity, text};
 use serde_json::{json, Value};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
@@ -20,15 +20,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 fn example(name: &str) -> PathBuf {
     Path::new(EXAMPLES).join(name)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Returns whether `pid` runs and is not a zombie. Exited PostgreSQL
