@@ -23,11 +23,11 @@ const SEQUENCE_BITS: u32 = 5;
 pub const LOGICAL_SHARDS: u16 = 1 << SHARD_BITS;
 
 const SEQUENCE_MASK: i64 = (1 << SEQUENCE_BITS) - 1;
+const SHARD_MASK: i64 = (1 << SHARD_BITS) - 1;
 
 /// The first sequence of a millisecond is drawn from `0..FIRST_SEQUENCE_SPAN`,
 /// which leaves at least 16 identifiers per millisecond and process.
 const FIRST_SEQUENCE_SPAN: i64 = 16;
-const SHARD_MASK: i64 = (1 << SHARD_BITS) - 1;
 
 /// The largest identifier the layout can produce: 2^53 - 1.
 pub const MAX_ID: Id = (1 << (TIME_BITS + SHARD_BITS + SEQUENCE_BITS)) - 1;

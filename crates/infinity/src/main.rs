@@ -18,8 +18,8 @@ use crate::config::ServeArgs;
 /// API response allocates and frees many short-lived buffers from several
 /// threads, and glibc malloc spent about a tenth of the balancer's CPU time
 /// on them. mimalloc keeps freed memory for a while, so a node's RSS stays
-/// near its peak after a burst of logins (each Argon2 hash takes 19 MiB);
-/// `MIMALLOC_PURGE_DELAY=0` returns it at once.
+/// near its peak after a burst of logins, each of which takes a 19 MiB
+/// Argon2 buffer. `MIMALLOC_PURGE_DELAY=0` returns that memory at once.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
